@@ -27,7 +27,8 @@ Our exception hierarchy::
         ├── DatabaseUnavailable
         ├── StorageUnavailable
         │   ├── BlobNotFound            (HTTP 404)
-        │   └── UploadNotFound          (HTTP 404)
+        │   ├── UploadNotFound          (HTTP 404)
+        │   └── StorageRefused          a permanent refusal (credentials, bucket); not retried
         ├── SandboxUnavailable          names the missing kernel feature or tool
         └── ControlPlaneUnavailable     the runner cannot reach the server
 """
@@ -53,6 +54,7 @@ __all__ = [
     "NotFound",
     "SandboxUnavailable",
     "SpecProblem",
+    "StorageRefused",
     "StorageUnavailable",
     "Unauthorized",
     "UploadNotFound",
@@ -196,6 +198,10 @@ class UploadNotFound(StorageUnavailable):
     """No such upload session (it was completed or aborted)."""
 
     http_status = 404
+
+
+class StorageRefused(StorageUnavailable):
+    """Object storage refused the request (credentials, permissions, bucket or operation); retrying will not help."""
 
 
 class SandboxUnavailable(InfrastructureError):

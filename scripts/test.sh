@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set everything up, then run every check: ruff, the import-layering contracts, and the whole test
+# suite (unit, contract, integration against real PostgreSQL, SeaweedFS and the kernel sandbox, e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== ruff" >&2
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "== import layering" >&2
+.venv/bin/lint-imports
+echo "== tests" >&2
+.venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,196 @@
+"""The HTTP API's request and response bodies: the contract between clients, runners and the server.
+
+The runner and the CLI import this module (never ``kiln.api.app``), so it depends on nothing but
+pydantic. Views are built from the scheduler's frozen dataclasses with ``from_attributes``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AttemptOut",
+    "CompleteIn",
+    "HeartbeatOut",
+    "ImageReportIn",
+    "JobOut",
+    "LeaseIn",
+    "LeaseOut",
+    "LogChunkIn",
+    "LogLineOut",
+    "LogsIn",
+    "LogsOut",
+    "ProblemOut",
+    "RunContextIn",
+    "RunOut",
+    "RunSummaryOut",
+    "StepFinishIn",
+    "StepOut",
+    "StepStartIn",
+    "SubmitIn",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class RunContextIn(BaseModel):
+    """Who and what a run is for; caches and trust decisions are made from it."""
+
+    tenant: str = "local"
+    repo: str
+    ref: str = "main"
+    default_branch: str = "main"
+    event: Literal["push", "pull_request"] = "push"
+    base_ref: str | None = None
+    is_fork: bool = False
+
+
+class SubmitIn(BaseModel):
+    context: RunContextIn
+    workflow_text: str
+    workflow_filename: str = "kiln.yml"
+    source_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    # Secrets are held in the server's memory for the run's lifetime and handed to the runner with
+    # the lease; they are never written to the database or to a log.
+    secrets: dict[str, str] = {}
+
+
+class ProblemOut(BaseModel):
+    file: str
+    line: int
+    column: int
+    loc: list[str | int]
+    message: str
+
+
+class StepOut(_Out):
+    index: int
+    name: str
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    killed_by: str | None = None
+    duration_s: float | None = None
+
+
+class AttemptOut(_Out):
+    number: int
+    status: str
+    runner_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error_message: str | None = None
+    steps: list[StepOut] = []
+
+
+class JobOut(_Out):
+    name: str
+    position: int
+    status: str
+    error_message: str | None = None
+    duration_s: float | None = None
+    image_name: str | None = None
+    image_digest: str | None = None
+    attempts: list[AttemptOut] = []
+
+
+class RunOut(_Out):
+    run_id: str
+    tenant: str
+    repo: str
+    ref: str
+    status: str
+    workflow_name: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    jobs: list[JobOut] = []
+
+
+class RunSummaryOut(_Out):
+    run_id: str
+    tenant: str
+    repo: str
+    ref: str
+    status: str
+    workflow_name: str
+    created_at: float
+
+
+class LeaseIn(BaseModel):
+    runner_id: str
+    run_id: str | None = None  # the embedded runner of `kiln run` leases only its own run's jobs
+
+
+class LeaseOut(BaseModel):
+    run_id: str
+    job_id: str
+    job_name: str
+    attempt_id: str
+    attempt_number: int
+    lease_token: str
+    lease_expires_at: float
+    lease_ttl_s: float
+    spec: dict
+    workflow_env: dict[str, str]
+    workflow_name: str
+    source_digest: str
+    context: RunContextIn
+    trust_tier: str
+    secrets: dict[str, str] = {}
+    # True when this server process never held the run's secrets (it restarted since the submit).
+    secrets_lost: bool = False
+
+
+class HeartbeatOut(BaseModel):
+    expires_at: float
+    cancel_requested: bool
+
+
+class LogChunkIn(BaseModel):
+    seq: int
+    step_index: int | None = None
+    data: str
+
+
+class LogsIn(BaseModel):
+    chunks: list[LogChunkIn]
+
+
+class StepStartIn(BaseModel):
+    name: str
+
+
+class StepFinishIn(BaseModel):
+    status: Literal["success", "failed", "skipped"]
+    exit_code: int | None = None
+    signal: int | None = None
+    killed_by: str | None = None
+    duration_s: float = 0.0
+
+
+class CompleteIn(BaseModel):
+    status: Literal["success", "failed", "error", "cancelled"]
+    error_message: str | None = None
+
+
+class ImageReportIn(BaseModel):
+    name: str
+    digest: str
+
+
+class LogLineOut(_Out):
+    job: str
+    attempt_number: int
+    step_index: int | None = None
+    seq: int
+    data: str
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineOut]
+    cursor: int  # pass back as ?after= to get only newer lines

@@ -1,0 +1,113 @@
+"""What runners call: lease a job, heartbeat, report steps, ship logs, complete.
+
+Every call after the lease carries the attempt's lease token in ``X-Kiln-Lease``; the scheduler
+fences a runner whose lease was reclaimed (HTTP 409, ``LeaseLost``) so it stops the job.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from kiln.api.models import (
+    CompleteIn,
+    HeartbeatOut,
+    ImageReportIn,
+    LeaseIn,
+    LeaseOut,
+    LogsIn,
+    RunContextIn,
+    StepFinishIn,
+    StepStartIn,
+)
+from kiln.api.plane import ControlPlane
+from kiln.api.routes.deps import plane
+from kiln.scheduler import LogChunk
+
+router = APIRouter(tags=["runners"])
+_LEASE = Header(alias="X-Kiln-Lease")
+
+
+@router.post("/lease", response_model=LeaseOut, responses={204: {"description": "nothing to run"}})
+def lease(body: LeaseIn, cp: ControlPlane = Depends(plane)) -> LeaseOut | Response:
+    job = cp.scheduler.lease_next(body.runner_id, run_id=body.run_id)
+    if job is None:
+        return Response(status_code=204)
+    secrets = cp.secrets.get(job.run_id)
+    ctx = job.context
+    return LeaseOut(
+        run_id=job.run_id,
+        job_id=job.job_id,
+        job_name=job.job_name,
+        attempt_id=job.attempt_id,
+        attempt_number=job.attempt_number,
+        lease_token=job.lease_token,
+        lease_expires_at=job.lease_expires_at,
+        lease_ttl_s=cp.scheduler.lease_ttl_s,
+        spec=job.spec,
+        workflow_env=job.workflow_env,
+        workflow_name=job.workflow_name,
+        source_digest=job.source_digest,
+        context=RunContextIn(
+            tenant=ctx.tenant,
+            repo=ctx.repo,
+            ref=ctx.ref,
+            default_branch=ctx.default_branch,
+            event=ctx.event,  # type: ignore[arg-type]
+            base_ref=ctx.base_ref,
+            is_fork=ctx.is_fork,
+        ),
+        trust_tier=job.trust_tier,
+        secrets=secrets or {},
+        secrets_lost=secrets is None,
+    )
+
+
+@router.post("/attempts/{attempt_id}/heartbeat")
+def heartbeat(attempt_id: str, token: str = _LEASE, cp: ControlPlane = Depends(plane)) -> HeartbeatOut:
+    beat = cp.scheduler.heartbeat(attempt_id, token)
+    return HeartbeatOut(expires_at=beat.expires_at, cancel_requested=beat.cancel_requested)
+
+
+@router.post("/attempts/{attempt_id}/logs", status_code=204)
+def append_logs(
+    attempt_id: str, body: LogsIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
+) -> None:
+    chunks = [LogChunk(seq=c.seq, step_index=c.step_index, data=c.data) for c in body.chunks]
+    cp.scheduler.append_logs(attempt_id, token, chunks)
+
+
+@router.post("/attempts/{attempt_id}/steps/{index}/start", status_code=204)
+def step_started(
+    attempt_id: str, index: int, body: StepStartIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
+) -> None:
+    cp.scheduler.step_started(attempt_id, token, index, body.name)
+
+
+@router.post("/attempts/{attempt_id}/steps/{index}/finish", status_code=204)
+def step_finished(
+    attempt_id: str, index: int, body: StepFinishIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
+) -> None:
+    cp.scheduler.step_finished(
+        attempt_id,
+        token,
+        index,
+        status=body.status,
+        exit_code=body.exit_code,
+        signal=body.signal,
+        killed_by=body.killed_by,
+        duration_s=body.duration_s,
+    )
+
+
+@router.post("/attempts/{attempt_id}/image", status_code=204)
+def report_image(
+    attempt_id: str, body: ImageReportIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
+) -> None:
+    cp.scheduler.report_image(attempt_id, token, body.name, body.digest)
+
+
+@router.post("/attempts/{attempt_id}/complete", status_code=204)
+def complete(
+    attempt_id: str, body: CompleteIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
+) -> None:
+    cp.scheduler.complete_attempt(attempt_id, token, status=body.status, error_message=body.error_message)

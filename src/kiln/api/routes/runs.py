@@ -1,0 +1,68 @@
+"""Runs: submit, inspect, list, cancel, and read their logs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from kiln.api.models import LogLineOut, LogsOut, RunOut, RunSummaryOut, SubmitIn
+from kiln.api.plane import ControlPlane
+from kiln.api.routes.deps import plane
+from kiln.errors import NotFound
+from kiln.scheduler import RunContext
+from kiln.spec import parse_workflow
+
+router = APIRouter(tags=["runs"])
+
+
+def _digest_hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+@router.post("/runs", status_code=201)
+def submit(body: SubmitIn, cp: ControlPlane = Depends(plane)) -> RunOut:
+    workflow = parse_workflow(body.workflow_text, body.workflow_filename)
+    if not cp.blobs.exists(_digest_hex(body.source_digest)):
+        raise NotFound(f"source {body.source_digest} was not uploaded; PUT it to /v1/sources first")
+    ctx = body.context
+    view = cp.scheduler.submit_run(
+        RunContext(
+            tenant=ctx.tenant,
+            repo=ctx.repo,
+            ref=ctx.ref,
+            default_branch=ctx.default_branch,
+            event=ctx.event,
+            base_ref=ctx.base_ref,
+            is_fork=ctx.is_fork,
+        ),
+        workflow_name=workflow.name,
+        jobs=[(name, job.model_dump(mode="json")) for name, job in workflow.jobs.items()],
+        workflow_json=workflow.model_dump(mode="json"),
+        workflow_text=body.workflow_text,
+        source_digest=body.source_digest,
+    )
+    cp.secrets.put(view.run_id, body.secrets)
+    return RunOut.model_validate(view)
+
+
+@router.get("/runs")
+def list_runs(limit: int = 50, cp: ControlPlane = Depends(plane)) -> list[RunSummaryOut]:
+    return [RunSummaryOut.model_validate(r) for r in cp.scheduler.list_runs(limit=limit)]
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, cp: ControlPlane = Depends(plane)) -> RunOut:
+    return RunOut.model_validate(cp.scheduler.get_run(run_id))
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel_run(run_id: str, cp: ControlPlane = Depends(plane)) -> RunOut:
+    return RunOut.model_validate(cp.scheduler.cancel_run(run_id))
+
+
+@router.get("/runs/{run_id}/logs")
+def get_logs(
+    run_id: str, after: int = 0, job: str | None = None, limit: int = 1000, cp: ControlPlane = Depends(plane)
+) -> LogsOut:
+    cp.scheduler.get_run(run_id)  # NotFound for an unknown run, not an empty list
+    page = cp.scheduler.get_logs(run_id, job=job, after=after, limit=limit)
+    return LogsOut(lines=[LogLineOut.model_validate(line) for line in page.lines], cursor=page.cursor)

@@ -1,0 +1,64 @@
+"""Source snapshots: uploaded once by the submitter, fetched by the runner of each job.
+
+Uploads are spooled to disk and hashed while they stream in; only bytes that hash to the digest in
+the URL reach the blob store, so a truncated or corrupted upload is refused, never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from kiln.api.plane import ControlPlane
+from kiln.api.routes.deps import plane
+from kiln.errors import DigestMismatch
+
+router = APIRouter(tags=["sources"])
+_DIGEST = Path(pattern=r"^sha256:[0-9a-f]{64}$")
+_CHUNK = 1024 * 1024
+
+
+@router.head("/sources/{digest}")
+def has_source(digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> Response:
+    present = cp.blobs.exists(digest.removeprefix("sha256:"))
+    return Response(status_code=200 if present else 404)
+
+
+@router.put("/sources/{digest}", status_code=204)
+async def put_source(request: Request, digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> None:
+    hexdigest = digest.removeprefix("sha256:")
+    if await run_in_threadpool(cp.blobs.exists, hexdigest):
+        return
+    cp.spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, spool = tempfile.mkstemp(prefix="upload-", dir=cp.spool_dir)
+    try:
+        sha, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                sha.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        if sha.hexdigest() != hexdigest:
+            raise DigestMismatch(f"uploaded source hashes to sha256:{sha.hexdigest()}, not {digest}")
+        await run_in_threadpool(cp.blobs.put_file, hexdigest, spool, size)
+    finally:
+        os.unlink(spool)
+
+
+@router.get("/sources/{digest}")
+def get_source(digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> StreamingResponse:
+    hexdigest = digest.removeprefix("sha256:")
+    size = cp.blobs.stat(hexdigest)  # BlobNotFound → 404 before any byte is sent
+
+    def body() -> Iterator[bytes]:
+        with cp.blobs.open(hexdigest) as reader:
+            while chunk := reader.read(_CHUNK):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="application/zstd", headers={"Content-Length": str(size)})

@@ -1,0 +1,12 @@
+"""Deterministic tar+zstd archives: the one format kiln packs sources, caches and artifacts in."""
+
+from kiln.archive.tarzst import (
+    ARCHIVE_FORMAT,
+    CLAMPED_MTIME,
+    ArchiveInfo,
+    UnsafeArchive,
+    pack,
+    unpack,
+)
+
+__all__ = ["ARCHIVE_FORMAT", "CLAMPED_MTIME", "ArchiveInfo", "UnsafeArchive", "pack", "unpack"]

@@ -1,0 +1,61 @@
+"""The run summary: the JSON contract of ``kiln run --json`` (and ``kiln submit --wait --json``).
+
+Later capabilities add to each job's ``caches`` and ``artifacts`` lists; existing keys never change
+meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.api.models import JobOut, RunOut
+
+__all__ = ["exit_code_for", "run_summary"]
+
+
+def _job_summary(job: JobOut) -> dict[str, Any]:
+    last = job.attempts[-1] if job.attempts else None
+    return {
+        "name": job.name,
+        "status": job.status,
+        "attempts": len(job.attempts),
+        "attempt_history": [
+            {"number": a.number, "status": a.status, "runner": a.runner_id} for a in job.attempts
+        ],
+        "duration_s": round(job.duration_s or 0.0, 3),
+        "error": job.error_message,
+        "image": {"name": job.image_name, "digest": job.image_digest} if job.image_name else None,
+        "steps": [
+            {
+                "name": step.name,
+                "status": step.status,
+                "exit_code": step.exit_code,
+                "killed_by": step.killed_by,
+                "duration_s": round(step.duration_s or 0.0, 3),
+            }
+            for step in (last.steps if last else [])
+        ],
+        "caches": [],
+        "artifacts": [],
+    }
+
+
+def run_summary(run: RunOut) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "workflow": run.workflow_name,
+        "tenant": run.tenant,
+        "repo": run.repo,
+        "ref": run.ref,
+        "jobs": [_job_summary(job) for job in run.jobs],
+    }
+
+
+def exit_code_for(run: RunOut) -> int:
+    """0 every job succeeded, 1 a job failed or the run was cancelled, 3 kiln could not run a job."""
+    if run.status == "success":
+        return 0
+    if run.status == "error":
+        return 3
+    return 1

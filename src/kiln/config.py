@@ -1,0 +1,51 @@
+"""Where kiln keeps its state, and the environment variables that move it.
+
+``KILN_HOME`` (default ``~/.kiln``) holds the embedded control plane's SQLite database and file blob
+store, and the runner's scratch space. ``KILN_DATABASE_URL`` and ``KILN_STORAGE_URL`` point the
+control plane at PostgreSQL and S3 instead; they are read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Paths", "database_url", "kiln_home", "storage_url"]
+
+
+def kiln_home() -> Path:
+    return Path(os.environ.get("KILN_HOME") or Path.home() / ".kiln").expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of a KILN_HOME; every component asks here instead of joining paths itself."""
+
+    home: Path
+
+    @property
+    def database(self) -> Path:
+        return self.home / "kiln.db"
+
+    @property
+    def blobs(self) -> Path:
+        return self.home / "storage"
+
+    @property
+    def runner(self) -> Path:
+        """The runner's own state: sandbox scratch, the source cache, upload spools."""
+        return self.home / "runner"
+
+    def ensure(self) -> Paths:
+        for path in (self.home, self.blobs, self.runner):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def database_url(paths: Paths) -> str:
+    return os.environ.get("KILN_DATABASE_URL") or f"sqlite:///{paths.database}"
+
+
+def storage_url(paths: Paths) -> str:
+    return os.environ.get("KILN_STORAGE_URL") or paths.blobs.as_uri()

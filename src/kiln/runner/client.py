@@ -1,0 +1,186 @@
+"""The runner's (and the CLI's) HTTP client for the control plane.
+
+Transport failures and 5xx answers are retried with capped exponential backoff until
+``retry_deadline_s`` passes, then raise :class:`ControlPlaneUnavailable`. Error answers are
+translated back into the kiln error class the server raised (its name travels in the body), so
+``LeaseLost`` on the server is ``LeaseLost`` here and the runner stops the job.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kiln import errors
+from kiln.api.models import (
+    CompleteIn,
+    HeartbeatOut,
+    ImageReportIn,
+    LeaseIn,
+    LeaseOut,
+    LogChunkIn,
+    LogsIn,
+    LogsOut,
+    RunOut,
+    StepFinishIn,
+    StepStartIn,
+    SubmitIn,
+)
+from kiln.errors import ControlPlaneUnavailable, KilnError, SpecProblem, WorkflowInvalid
+
+__all__ = ["ControlPlaneClient"]
+
+_RETRYABLE_STATUS = {502, 503, 504}
+
+
+class _FileBody:
+    """A request body that streams a file and starts over from its beginning on each retry."""
+
+    def __init__(self, path: Path, chunk: int = 1024 * 1024) -> None:
+        self._path, self._chunk = path, chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._path.open("rb") as body:
+            while data := body.read(self._chunk):
+                yield data
+
+
+def _translate(response: httpx.Response) -> KilnError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    name, message = body.get("error", ""), body.get("message") or response.text[:500]
+    if name == "WorkflowInvalid":
+        return WorkflowInvalid([SpecProblem(loc=tuple(p.pop("loc")), **p) for p in body.get("problems", [])])
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, KilnError):
+        return cls(message)
+    if response.status_code == 401:
+        return errors.Unauthorized()
+    if response.status_code == 404:
+        return errors.NotFound(message)
+    if response.status_code == 422:
+        return errors.UsageError(f"request rejected by the server: {message}")
+    return KilnError(f"control plane answered HTTP {response.status_code}: {message}")
+
+
+class ControlPlaneClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        retry_deadline_s: float = 60.0,
+        timeout_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._retry_deadline_s = retry_deadline_s
+        self._sleep = sleep
+        self._clock = clock
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        deadline = self._clock() + self._retry_deadline_s
+        delay = 0.1
+        while True:
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                failure: str = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code not in _RETRYABLE_STATUS:
+                    if response.is_error:
+                        raise _translate(response)
+                    return response
+                failure = f"HTTP {response.status_code}"
+            if self._clock() + delay > deadline:
+                raise ControlPlaneUnavailable(f"control plane at {self.base_url} unreachable: {failure}")
+            self._sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _lease(token: str) -> dict[str, str]:
+        return {"X-Kiln-Lease": token}
+
+    # -- users and the CLI -------------------------------------------------------------------------
+
+    def upload_source(self, digest: str, archive: Path) -> None:
+        if self._request("HEAD", f"/v1/sources/{digest}").status_code == 200:
+            return
+        self._request("PUT", f"/v1/sources/{digest}", content=_FileBody(archive))
+
+    def submit(self, body: SubmitIn) -> RunOut:
+        return RunOut.model_validate(self._request("POST", "/v1/runs", json=body.model_dump()).json())
+
+    def get_run(self, run_id: str) -> RunOut:
+        return RunOut.model_validate(self._request("GET", f"/v1/runs/{run_id}").json())
+
+    def cancel_run(self, run_id: str) -> RunOut:
+        return RunOut.model_validate(self._request("POST", f"/v1/runs/{run_id}/cancel").json())
+
+    def logs(self, run_id: str, after: int = 0) -> LogsOut:
+        return LogsOut.model_validate(
+            self._request("GET", f"/v1/runs/{run_id}/logs", params={"after": after}).json()
+        )
+
+    # -- runners -----------------------------------------------------------------------------------
+
+    def lease(self, runner_id: str, run_id: str | None = None) -> LeaseOut | None:
+        response = self._request(
+            "POST", "/v1/lease", json=LeaseIn(runner_id=runner_id, run_id=run_id).model_dump()
+        )
+        return None if response.status_code == 204 else LeaseOut.model_validate(response.json())
+
+    @contextmanager
+    def download_source(self, digest: str) -> Iterator[httpx.Response]:
+        with self._http.stream("GET", f"/v1/sources/{digest}") as response:
+            if response.is_error:
+                response.read()
+                raise _translate(response)
+            yield response
+
+    def heartbeat(self, attempt_id: str, token: str) -> HeartbeatOut:
+        response = self._request("POST", f"/v1/attempts/{attempt_id}/heartbeat", headers=self._lease(token))
+        return HeartbeatOut.model_validate(response.json())
+
+    def append_logs(self, attempt_id: str, token: str, chunks: list[LogChunkIn]) -> None:
+        body = LogsIn(chunks=chunks).model_dump()
+        self._request("POST", f"/v1/attempts/{attempt_id}/logs", json=body, headers=self._lease(token))
+
+    def step_started(self, attempt_id: str, token: str, index: int, name: str) -> None:
+        body = StepStartIn(name=name).model_dump()
+        self._request(
+            "POST", f"/v1/attempts/{attempt_id}/steps/{index}/start", json=body, headers=self._lease(token)
+        )
+
+    def step_finished(self, attempt_id: str, token: str, index: int, body: StepFinishIn) -> None:
+        self._request(
+            "POST",
+            f"/v1/attempts/{attempt_id}/steps/{index}/finish",
+            json=body.model_dump(),
+            headers=self._lease(token),
+        )
+
+    def report_image(self, attempt_id: str, token: str, name: str, digest: str) -> None:
+        body = ImageReportIn(name=name, digest=digest).model_dump()
+        self._request("POST", f"/v1/attempts/{attempt_id}/image", json=body, headers=self._lease(token))
+
+    def complete(self, attempt_id: str, token: str, body: CompleteIn) -> None:
+        self._request(
+            "POST", f"/v1/attempts/{attempt_id}/complete", json=body.model_dump(), headers=self._lease(token)
+        )

@@ -1,0 +1,97 @@
+"""HMAC-signed per-object grants for blobs the control plane serves itself (file and memory backends).
+
+A grant lets its holder GET or PUT exactly one blob until ``expires_at``. The control plane hands
+the URL to a runner, and later checks it with :func:`verify_url` when the runner calls back. The
+signature covers the method, the digest and the expiry, so a grant for one object never opens
+another, and changing the expiry breaks it. The S3 backend uses real presigned URLs instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from kiln.errors import Unauthorized
+from kiln.storage.base import GrantMethod
+from kiln.storage.digests import BLOB_DIR, digest_from_hex, digest_to_hex
+
+__all__ = ["grant_url", "sign", "verify", "verify_url"]
+
+_PATH_RE = re.compile(r"/" + re.escape(BLOB_DIR) + r"/([0-9a-f]{64})$")
+_METHODS = ("GET", "PUT")
+
+
+def sign(method: GrantMethod, digest: str, expires_at: int, secret: bytes) -> str:
+    """Return the hex HMAC-SHA256 token granting ``method`` on ``digest`` until ``expires_at``.
+
+    Parameters
+    ----------
+    method
+        ``"GET"`` or ``"PUT"``.
+    digest
+        The blob's digest.
+    expires_at
+        Unix time (whole seconds) after which the grant is refused.
+    secret
+        The control plane's grant key (at least 16 bytes).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"grant method must be GET or PUT, not {method!r}")
+    if len(secret) < 16:
+        raise ValueError("grant secret must be at least 16 bytes")
+    message = f"kiln-grant-v1\n{method}\n{digest_to_hex(digest)}\n{int(expires_at)}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def verify(
+    token: str, method: str, digest: str, expires_at: int, secret: bytes, *, now: float
+) -> None:
+    """Check a grant token; return if it is valid, raise Unauthorized otherwise.
+
+    Raises
+    ------
+    Unauthorized
+        If the grant has expired, or the token was not made for this method, digest and expiry.
+    """
+    if method not in _METHODS:
+        raise Unauthorized(f"grants cover GET and PUT, not {method}")
+    if now >= expires_at:
+        raise Unauthorized("the blob grant has expired")
+    expected = sign(method, digest, expires_at, secret)  # type: ignore[arg-type]
+    # Constant-time: the comparison must not reveal how many leading characters were right.
+    if not hmac.compare_digest(expected, token):
+        raise Unauthorized("the blob grant does not cover this request")
+
+
+def grant_url(base_url: str, method: GrantMethod, digest: str, expires_at: int, secret: bytes) -> str:
+    """Return ``<base_url>/blobs/sha256/<hex>?expires=<t>&sig=<token>``.
+
+    ``base_url`` is where the control plane serves blobs (empty for a path-only URL).
+    """
+    token = sign(method, digest, expires_at, secret)
+    return f"{base_url.rstrip('/')}/{BLOB_DIR}/{digest_to_hex(digest)}?expires={int(expires_at)}&sig={token}"
+
+
+def verify_url(url: str, method: str, secret: bytes, *, now: float) -> str:
+    """Check a grant URL presented with an HTTP ``method``; return the digest it grants.
+
+    Raises
+    ------
+    Unauthorized
+        If the URL is malformed, expired, or not signed for this method and blob.
+    """
+    parts = urlsplit(url)
+    match = _PATH_RE.search(parts.path)
+    query = parse_qs(parts.query)
+    try:
+        expires_at = int(query["expires"][0])
+        token = query["sig"][0]
+    except (KeyError, IndexError, ValueError):
+        raise Unauthorized("the blob grant URL is malformed") from None
+    if match is None:
+        raise Unauthorized("the blob grant URL does not name a blob")
+    digest = digest_from_hex(match.group(1))
+    verify(token, method, digest, expires_at, secret, now=now)
+    return digest
