@@ -43,7 +43,7 @@ _MAX_DEPTH = 64
 
 
 def format_loc(loc: Loc) -> str:
-    """Show a path the way users read it: ``("jobs", "lint", "steps", 0, "run")`` → ``jobs.lint.steps[0].run``."""
+    """Show a path as users read it: ``("jobs", "lint", "steps", 0)`` → ``jobs.lint.steps[0]``."""
     shown = ""
     for part in loc:
         shown += f"[{part}]" if isinstance(part, int) else f".{part}" if shown else part
@@ -60,6 +60,9 @@ class YamlInt(int):
         self.text = text
         return self
 
+    def __reduce__(self) -> tuple[type[YamlInt], tuple[int, str]]:
+        return (YamlInt, (int(self), self.text))  # copy and pickle need the text too
+
 
 class YamlFloat(float):
     """A float that remembers its YAML text (``3.10``, ``1e3``)."""
@@ -70,6 +73,9 @@ class YamlFloat(float):
         self = super().__new__(cls, value)
         self.text = text
         return self
+
+    def __reduce__(self) -> tuple[type[YamlFloat], tuple[float, str]]:
+        return (YamlFloat, (float(self), self.text))
 
 
 @dataclass(frozen=True)
@@ -171,13 +177,19 @@ def _syntax_problem(exc: MarkedYAMLError, filename: str) -> SpecProblem:
     where = exc.problem_mark or exc.context_mark
     line, column = (where.line + 1, where.column + 1) if where is not None else (1, 1)
     message = f"invalid YAML: {exc.problem or exc.context}"
-    if exc.context and exc.problem and exc.context_mark is not None:
-        message += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    context = exc.context_mark
+    if exc.context and exc.problem and context is not None:
+        message += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
     return SpecProblem(filename, line, column, (), message)
 
 
 def _mark(node: Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _short(tag: str) -> str:
+    """Write a standard tag the way it is written in YAML: ``!!binary``."""
+    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
 
 
 def _is_empty(node: Node) -> bool:
@@ -204,7 +216,7 @@ class _Builder:
         if isinstance(node, ScalarNode):
             return self._scalar(node, loc)
         if id(node) in self.active:
-            self.doc.problems.append(self.doc.problem(loc, _mark(node), "an alias refers to itself"))
+            self._report(loc, node, "an alias refers to itself")
             return None
         self.active.add(id(node))
         try:
@@ -228,9 +240,7 @@ class _Builder:
             if key_node.tag == _MERGE:
                 continue
             if not isinstance(key_node, ScalarNode):
-                self.doc.problems.append(
-                    self.doc.problem(loc, _mark(key_node), "a key must be a plain name, not a list or mapping")
-                )
+                self._report(loc, key_node, "a key must be a plain name, not a list or a mapping")
                 continue
             key = str(key_node.value)
             if key in explicit:
@@ -255,27 +265,32 @@ class _Builder:
         # In `<<: [*a, *b]` the earlier mapping wins, so apply them last to first.
         for source in reversed(sources):
             if not isinstance(source, MappingNode):
-                self.doc.problems.append(self.doc.problem(loc, _mark(source), "`<<` must merge a mapping"))
+                self._report(loc, source, "`<<` must merge a mapping")
                 continue
-            result.update(self.build(source, loc, None, depth=depth))
+            merged = self.build(source, loc, None, depth=depth)
+            if isinstance(merged, dict):  # None when the source is the mapping itself (reported)
+                result.update(merged)
         self.doc.values[loc] = own_mark  # building the source recorded the anchor's position here
+
+    def _report(self, loc: Loc, node: Node, message: str) -> None:
+        self.doc.problems.append(self.doc.problem(loc, _mark(node), message))
 
     def _check_tag(self, node: Node, expected: str, loc: Loc) -> None:
         if node.tag != expected:
-            self.doc.problems.append(self.doc.problem(loc, _mark(node), f"unsupported YAML tag `{node.tag}`"))
+            self._report(loc, node, f"unsupported YAML tag `{_short(node.tag)}`")
 
     def _scalar(self, node: ScalarNode, loc: Loc) -> Any:
         tag, text = node.tag, node.value
         if tag in (_STR, _TIMESTAMP):
             return text
         if tag not in (_NULL, _BOOL, _INT, _FLOAT):
-            self.doc.problems.append(self.doc.problem(loc, _mark(node), f"unsupported YAML tag `{tag}`"))
+            self._report(loc, node, f"unsupported YAML tag `{_short(tag)}`")
             return text
         try:
             value = self.constructor.construct_object(node, deep=True)
         except (YAMLError, ValueError):
             # Only an explicit tag (`!!int abc`) gets here: implicit ones match by pattern.
-            self.doc.problems.append(self.doc.problem(loc, _mark(node), f"`{text}` is not a valid `{tag}`"))
+            self._report(loc, node, f"`{text}` is not a valid `{_short(tag)}`")
             return text
         if isinstance(value, bool) or value is None:
             return value

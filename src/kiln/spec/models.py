@@ -38,6 +38,8 @@ from kiln.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, pars
 
 __all__ = ["Job", "Limits", "Step", "Workflow", "default_step_name"]
 
+#: Top-level keys with this prefix are ignored: they hold YAML anchors.
+EXTENSION_PREFIX = "x-"
 #: Error type of the workflow-wide reference check, which parse_workflow reports on its own.
 REFERENCES_ERROR = "kiln_references"
 #: Error type of a known key whose feature a later kiln version implements.
@@ -197,7 +199,10 @@ class Limits(_Model):
         None, alias="memory", description="Memory limit: bytes, or e.g. `512m`, `2g`."
     )
     pids: int | None = Field(None, gt=0, description="Maximum number of processes and threads.")
-    cpus: float | None = Field(None, gt=0, description="CPU time, in CPUs (`1.5` = one and a half).")
+    # The sandbox's CFS quota needs at least 1% of a CPU (it refuses less, and infinity).
+    cpus: float | None = Field(
+        None, ge=0.01, allow_inf_nan=False, description="CPU bandwidth in CPUs: `1.5` is one and a half."
+    )
 
     @field_validator("memory_bytes")
     @classmethod
@@ -221,7 +226,7 @@ class Step(_Model):
         json_schema_extra=_drop_default,
     )
     run: Annotated[str, AfterValidator(_non_blank)] = Field(
-        description="Shell command(s), run with `sh -e` in /workspace."
+        description="Shell command(s), run with `/bin/sh -e -c` in /workspace."
     )
     env: Env = Field(default_factory=dict, description="Environment of this step, over the job's.")
     network: bool | None = Field(
@@ -254,10 +259,10 @@ class Job(_Model):
     needs: Annotated[
         list[JobName],
         BeforeValidator(_one_or_more),
-        WithJsonSchema({"anyOf": [_JOB_NAME_SCHEMA, {"type": "array", "items": _JOB_NAME_SCHEMA}]}, mode="validation"),
-    ] = Field(
-        default_factory=list, description="Jobs, earlier in the file, that this job needs."
-    )
+        WithJsonSchema(
+            {"anyOf": [_JOB_NAME_SCHEMA, {"type": "array", "items": _JOB_NAME_SCHEMA}]}, mode="validation"
+        ),
+    ] = Field(default_factory=list, description="Jobs, earlier in the file, that this job needs.")
     steps: list[Step] = Field(min_length=1)
     caches: NotYetSupported = Field(None, exclude=True)
     artifacts: NotYetSupported = Field(None, exclude=True)
@@ -277,7 +282,18 @@ class Workflow(_Model):
     )
     images: NotYetSupported = Field(None, exclude=True)
 
+    # Top-level `x-…` keys are free for YAML anchors (`x-defaults: &defaults {...}`), as in Docker
+    # Compose: without such a place, anchors could only be defined inside a job.
+    model_config = ConfigDict(json_schema_extra={"patternProperties": {f"^{EXTENSION_PREFIX}": {}}})
+
     _refuse_slots = field_validator("images", mode="before")(_refuse_not_yet_supported)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extensions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith(EXTENSION_PREFIX)}
+        return data
 
     @model_validator(mode="after")
     def _check_references(self) -> Workflow:

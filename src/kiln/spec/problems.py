@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 
 from kiln.errors import SpecProblem
 from kiln.spec.loader import Document, Loc, YamlFloat, YamlInt, format_loc
-from kiln.spec.models import NOT_SUPPORTED_ERROR, REFERENCES_ERROR
+from kiln.spec.models import EXTENSION_PREFIX, NOT_SUPPORTED_ERROR, REFERENCES_ERROR
 from kiln.spec.references import nearest
 
 __all__ = ["describe", "validation_problems", "yaml_keys"]
@@ -67,9 +67,7 @@ def validation_problems(error: ValidationError, doc: Document, model: type[BaseM
         and (guess := nearest(str(d["loc"][-1]), yaml_keys(model, tuple(d["loc"][:-1]))))
     }
     return [
-        _problem(d, doc, model)
-        for d in details
-        if not (d["type"] == "missing" and tuple(d["loc"]) in hinted)
+        _problem(d, doc, model) for d in details if not (d["type"] == "missing" and tuple(d["loc"]) in hinted)
     ]
 
 
@@ -95,14 +93,21 @@ def _problem(detail: ErrorDetails, doc: Document, model: type[BaseModel]) -> Spe
 def _message(detail: ErrorDetails, loc: Loc) -> str:
     kind, ctx, value = detail["type"], detail.get("ctx", {}), detail["input"]
     if not loc and kind in ("model_type", "dict_type"):
-        return f"the workflow must be a mapping with `name` and `jobs` at the top level, got {describe(value)}"
+        return f"the top level must be a mapping with `name` and `jobs`, got {describe(value)}"
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {describe(value)}"
+        message = f"expected {_EXPECTED[kind]}, got {describe(value)}"
+        if kind == "model_type" and isinstance(value, str) and loc[-2:-1] == ("steps",):
+            message += f"; a step is a mapping: `- run: {value}`"  # the GitLab `script:` habit
+        return message
     if kind in ("too_short", "string_too_short"):
         least = ctx.get("min_length", 1)
         return "must not be empty" if least == 1 else f"must have at least {least} entries"
     if kind == "greater_than":
         return f"must be greater than {ctx['gt']}, got {describe(value)}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, got {describe(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {describe(value)}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     return detail["msg"]
@@ -114,9 +119,12 @@ def _unknown_key(loc: Loc, model: type[BaseModel]) -> str:
     guess = nearest(key, keys)
     if guess:
         return f"unknown key `{key}`; did you mean `{guess}`?"
+    message = f"unknown key `{key}`"
     if keys:
-        return f"unknown key `{key}`; expected one of " + ", ".join(f"`{k}`" for k in keys)
-    return f"unknown key `{key}`"
+        message += "; expected one of " + ", ".join(f"`{k}`" for k in keys)
+    if not loc[:-1]:
+        message += f" (top-level keys starting with `{EXTENSION_PREFIX}` are free for YAML anchors)"
+    return message
 
 
 def describe(value: object) -> str:

@@ -108,6 +108,8 @@ def parse_size(s: str | int) -> int:
         if match is None:
             raise ValueError(f"invalid size `{s}`: {_SIZE_HINT}")
         number, unit = match.group(1), (match.group(2) or "").lower()
+        if "." in number and not unit:
+            raise ValueError(f"invalid size `{s}`: a fraction needs a unit (`1.5g`); bytes are whole")
         # Decimal, not float: "1.1g" must not become 1181116006.3999999 and round the wrong way.
         size, shown = int(Decimal(number) * (1 << _SIZE_SHIFT[unit])), s.strip()
     if size <= 0:
