@@ -25,9 +25,11 @@ from kiln.sandbox.base import DEFAULT_PATH, RootFS
 
 __all__ = [
     "BUILTIN_IMAGES",
-    "busybox_image",
     "builtin_image",
+    "busybox_image",
+    "copy_filtered",
     "etc_excluded",
+    "host_digest",
     "host_image",
 ]
 
@@ -117,7 +119,7 @@ def _walk_filtered(source: Path) -> Iterator[tuple[str, os.stat_result]]:
     return walk(source, "")
 
 
-def _copy_filtered(source: Path, destination: Path) -> None:
+def copy_filtered(source: Path, destination: Path) -> None:
     """Copy what the filter keeps of ``source`` into the existing directory ``destination``."""
     directories: list[tuple[Path, os.stat_result]] = []
     for relative, st in _walk_filtered(source):
@@ -162,7 +164,7 @@ def _host_dir_kind(path: Path) -> str:
 def _build_host_skeleton(layer: Path, etc: Path) -> None:
     _make_skeleton_dirs(layer)
     (layer / "etc").mkdir()
-    _copy_filtered(etc, layer / "etc")
+    copy_filtered(etc, layer / "etc")
     os.chmod(layer / "etc", 0o755)
     for system_dir in HOST_SYSTEM_DIRS:
         kind = _host_dir_kind(Path(system_dir))
@@ -348,7 +350,7 @@ def _make_skeleton_dirs(layer: Path) -> None:
 
 def _ensure_layer(state_dir: Path, fingerprint: str, build: Callable[[Path], None]) -> Path:
     """``<state_dir>/builtin/<fingerprint[:16]>``, built by ``build`` if it does not exist yet."""
-    parent = state_dir / "builtin"
+    parent = state_dir.resolve() / "builtin"  # absolute: layer paths go into mount options
     layer = parent / fingerprint[:16]
     if layer.is_dir():
         return layer

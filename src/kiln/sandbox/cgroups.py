@@ -258,12 +258,15 @@ def _kill_loop(procs_files: Iterable[Path], timeout_s: float, freezer: Path | No
             )
             return False
         frozen = freezer is not None and _freeze(freezer, deadline)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if frozen and freezer is not None:
-            # Killed tasks only die once thawed.
-            _write(freezer / "freezer.state", "THAWED")
+        try:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            if frozen and freezer is not None:
+                # Killed tasks only die once thawed; never leave the cgroup frozen.
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "THAWED")
         time.sleep(_KILL_POLL_S)
 
 

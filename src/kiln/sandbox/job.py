@@ -50,23 +50,20 @@ def describe_kill(
     cancelled: bool,
     timeout_s: float | None,
     timed_out: bool,
-    failed: bool,
     before: CgroupCounters,
     after: CgroupCounters,
 ) -> str | None:
     """Say why a step was stopped, for humans, or None if nothing stopped it.
 
     Cancellation and timeouts are kiln's own doing. Limits are attributed from the cgroup's event
-    counters, and only when the step failed: a build whose tool retried a failed fork and then
-    succeeded was not "killed". A fork bomb usually ends with an exit code, not a signal, which
-    is why the pids counter matters more than how the step ended.
+    counters (read before and after the step), whatever the exit code: a fork bomb or a build
+    tool that lost a fork usually ends with an exit code, often even 0, not a signal, and a step
+    that hit a limit did not run as written, so it must not count as a success.
     """
     if cancelled:
         return "cancelled"
     if timed_out:
         return f"timeout after {timeout_s:g} s"
-    if not failed:
-        return None
     if after.oom_kills > before.oom_kills:
         limit = format_size(limits.memory_bytes) if limits.memory_bytes is not None else "(none set)"
         return f"memory limit {limit}"
@@ -111,8 +108,9 @@ class JobSandbox:
         hostname: str = "kiln",
     ) -> None:
         self.rootfs = rootfs
-        self.workspace = workspace
-        self.state_dir = state_dir
+        # Absolute paths: they go into mount options and into the owner record read by reapers.
+        self.workspace = workspace.resolve()
+        self.state_dir = state_dir.resolve()
         self.name = name
         self.limits = limits
         self.hostname = hostname
@@ -136,6 +134,8 @@ class JobSandbox:
         SandboxUnavailable
             When the machine cannot sandbox, naming what is missing.
         """
+        if self._scratch is not None or self._caps is not None:
+            raise RuntimeError("a JobSandbox can be entered only once")
         if not self.workspace.is_dir():
             raise FileNotFoundError(f"workspace {self.workspace} is not a directory")
         caps = ensure_capabilities(self.state_dir)
@@ -150,9 +150,7 @@ class JobSandbox:
             try:
                 cgroup.set_limits(self.limits)
             except OSError as exc:
-                raise SandboxUnavailable(
-                    f"cannot set job limits {self.limits} on {cgroup.record()}: {exc}"
-                ) from exc
+                raise SandboxUnavailable(f"cannot set the job's limits {self.limits}: {exc}") from exc
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except BaseException:
             self.close()
@@ -229,7 +227,8 @@ class JobSandbox:
         argv
             The command, resolved inside the sandbox against ``env["PATH"]``.
         env
-            The complete environment of the step; nothing else is passed in.
+            The complete environment of the step; nothing else is passed in, except ``PWD``,
+            which bubblewrap always sets to ``cwd`` (as a shell would).
         network
             Share the host's network; otherwise the step has only loopback.
         timeout_s
@@ -331,7 +330,10 @@ class JobSandbox:
             if proc.poll() is None:  # output() raised, or we gave up: never leave the step running
                 cgroup.kill_all()
                 proc.kill()
-                proc.wait()
+                try:
+                    proc.wait(timeout=_KILL_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    logger.error("bwrap of job %s did not die after SIGKILL.", self.job_id)
             os.close(out_r)
             # Anything the step started and left (it cannot escape the cgroup) goes now, so the
             # next step's overlay mount finds the upper dir free.
@@ -352,7 +354,6 @@ class JobSandbox:
             cancelled=cancelled,
             timeout_s=timeout_s,
             timed_out=timed_out,
-            failed=code != 0,
             before=before,
             after=cgroup.counters(),
         )
@@ -388,8 +389,7 @@ class JobSandbox:
                 selector.register(out_r, selectors.EVENT_READ, "out")
                 selector.register(pidfd, selectors.EVENT_READ, "exit")
                 selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-                output_open = exited = False
-                output_open = True
+                output_open, exited = True, False
                 while output_open or not exited:
                     now = time.monotonic()
                     if killed_at is None:
@@ -404,7 +404,9 @@ class JobSandbox:
                         raise SandboxUnavailable(
                             f"the step of job {self.job_id} did not end {_KILL_GRACE_S:g} s after SIGKILL"
                         )
-                    wait = 1.0 if killed_at is not None else (deadline - now if deadline else None)
+                    wait = (
+                        1.0 if killed_at is not None else (deadline - now if deadline is not None else None)
+                    )
                     for key, _ in selector.select(None if wait is None else max(wait, 0.0)):
                         if key.data == "out":
                             data = os.read(out_r, _READ_SIZE)
@@ -420,8 +422,9 @@ class JobSandbox:
                         else:
                             self._drain_wake()
                     if exited and output_open and killed_at is None:
-                        # bwrap is gone but something still holds the output pipe: only possible
-                        # for a process outside the pid namespace. Kill the cgroup to be sure.
+                        # bwrap is gone (so is its pid namespace) but the pipe is not closed yet:
+                        # usually just unread output. Killing the empty cgroup is cheap, and the
+                        # grace period above bounds the wait if something odd holds the pipe.
                         killed_at = time.monotonic()
                         self._kill(proc)
         finally:

@@ -127,9 +127,21 @@ def bwrap_argv(
     * ``--ro-bind``: image-provided host directories (the host image's /usr), read-only.
     * ``--bind workspace /workspace``: the only host directory the step may write.
     * ``--dev``, ``--proc``: a minimal /dev and a /proc of the step's own pid namespace.
+    * ``--ro-bind /proc/sys /proc/sys``: the step runs as uid 0, which *is* the host's root uid
+      (no uid shift yet), and sysctl files check only the uid, not capabilities. bwrap covers
+      /proc/sys only if the directory itself is writable, which it never is, so without this a
+      step could write host-wide sysctls such as kernel.core_pattern (measured: writes worked).
+      Sysctl files act on the namespaces of the process that opens them, so binding the host's
+      /proc/sys shows the step its own network namespace's values.
     * ``--perms 1777 --tmpfs /tmp``: a private /tmp per step, writable by any uid (apt's _apt).
-    * ``--unshare-all``: new user (if possible), pid, ipc, uts, cgroup and network namespaces; the
-      network namespace has only ``lo``. ``--share-net`` keeps the host network when asked.
+    * ``--unshare-all --unshare-user``: new user, pid, ipc, uts, cgroup and network namespaces;
+      the network namespace has only ``lo``. ``--share-net`` keeps the host network when asked.
+      The user namespace is required (not "try"), because ``--disable-userns`` needs it.
+    * ``--disable-userns``: no nested user namespaces, so a step cannot regain capabilities
+      (``unshare -r``) and mount or unshare things of its own.
+    * ``--cap-drop ALL``: run as root (uid 0, the owner of the workspace) but *without*
+      capabilities. bwrap started by real root keeps every capability unless told otherwise
+      (measured here: CapEff was full), which would let a step mount, or write its own cgroup.
     * ``--die-with-parent``: bwrap and the step die if the runner dies (PR_SET_PDEATHSIG).
     * ``--new-session``: setsid, so the step cannot push input into a terminal (TIOCSTI).
     * ``--clearenv`` + ``--setenv``: the step sees exactly ``env``, never the runner's.
@@ -146,8 +158,9 @@ def bwrap_argv(
     for host_path, inside in ro_binds:
         args += ["--ro-bind", str(host_path), inside]
     args += ["--bind", str(workspace), WORKSPACE]
-    args += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
-    args += ["--unshare-all"]
+    args += ["--dev", "/dev", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+    args += ["--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     if network:
         args += ["--share-net"]
     args += ["--die-with-parent", "--new-session", "--clearenv"]

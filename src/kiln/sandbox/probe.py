@@ -81,6 +81,7 @@ def _probe(state_dir: Path) -> Capabilities:
         bwrap=_which("bwrap", "bubblewrap"),
     )
     _which("mount", "mount")  # used by the launcher script through SYSTEM_PATH
+    _check_pidfd()
     if "overlay" not in Path("/proc/filesystems").read_text().split():
         raise SandboxUnavailable("the kernel has no overlayfs (overlay is missing from /proc/filesystems)")
 
@@ -90,6 +91,14 @@ def _probe(state_dir: Path) -> Capabilities:
     backend = detect_backend()
     _check_cgroups(backend)
     return Capabilities(tools=tools, cgroups=backend)
+
+
+def _check_pidfd() -> None:
+    # run() waits for a step's exit and its output in one select(); that needs pidfds (Linux 5.3).
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError) as exc:
+        raise SandboxUnavailable(f"no pidfd support (Linux 5.3+ and Python 3.9+ needed): {exc}") from exc
 
 
 def _which(program: str, package: str) -> str:
@@ -139,11 +148,13 @@ def _check_mount_namespace_and_overlay(tools: Tools, state_dir: Path) -> None:
 def _check_bwrap(tools: Tools) -> None:
     # The same namespace flags a step uses; binding the host / is harmless for running `true`.
     argv = [tools.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    argv += ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--", "/bin/true"]
+    argv += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    argv += ["--die-with-parent", "--new-session", "--clearenv", "--", "/bin/true"]
     result = _run(argv)
     if result.returncode != 0:
         raise SandboxUnavailable(
-            f"bubblewrap cannot create the pid/network/ipc/uts namespaces it needs: {result.stderr.strip()}"
+            "bubblewrap cannot create the user/pid/network/ipc/uts/cgroup namespaces a step needs "
+            f"(or disable nested user namespaces): {result.stderr.strip()}"
         )
 
 
