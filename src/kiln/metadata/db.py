@@ -176,7 +176,9 @@ def _normalise_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except sa_exc.ArgumentError as exc:
-        raise UsageError(f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://...") from exc
+        raise UsageError(
+            f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://..."
+        ) from exc
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):

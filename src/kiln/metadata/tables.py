@@ -144,7 +144,12 @@ class Job(Base):
         UniqueConstraint("run_id", "position"),
         UniqueConstraint("run_id", "name"),
         # The lease query scans queued jobs only; keep that index small.
-        Index("ix_jobs_queued", "run_id", postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        Index(
+            "ix_jobs_queued",
+            "run_id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)

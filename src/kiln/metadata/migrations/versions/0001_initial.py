@@ -105,7 +105,9 @@ def upgrade() -> None:
         _at("started_at", nullable=True),
         _at("finished_at", nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_jobs_run_id_runs"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_jobs_run_id_runs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         sa.UniqueConstraint("run_id", "name", name=op.f("uq_jobs_run_id_name")),
         sa.UniqueConstraint("run_id", "position", name=op.f("uq_jobs_run_id_position")),
@@ -125,7 +127,9 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("image_name", sa.String(400), nullable=True),
         sa.Column("image_digest", sa.String(100), nullable=True),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_attempts_job_id_jobs"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_attempts_job_id_jobs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_attempts")),
         sa.UniqueConstraint("job_id", "number", name=op.f("uq_attempts_job_id_number")),
     )
@@ -151,10 +155,17 @@ def upgrade() -> None:
         _at("at", nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["attempt_id"], ["attempts.id"], name=op.f("fk_job_events_attempt_id_attempts"), ondelete="CASCADE"
+            ["attempt_id"],
+            ["attempts.id"],
+            name=op.f("fk_job_events_attempt_id_attempts"),
+            ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_job_events_job_id_jobs"), ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_job_events_run_id_runs"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_job_events_job_id_jobs"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_job_events_run_id_runs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_events")),
     )
     op.create_index(op.f("ix_job_events_job_id"), "job_events", ["job_id"])
@@ -169,9 +180,14 @@ def upgrade() -> None:
         sa.Column("data", sa.Text(), nullable=False),
         _at("created_at", nullable=False),
         sa.ForeignKeyConstraint(
-            ["attempt_id"], ["attempts.id"], name=op.f("fk_log_chunks_attempt_id_attempts"), ondelete="CASCADE"
+            ["attempt_id"],
+            ["attempts.id"],
+            name=op.f("fk_log_chunks_attempt_id_attempts"),
+            ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_log_chunks_run_id_runs"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_log_chunks_run_id_runs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_log_chunks")),
         sa.UniqueConstraint("attempt_id", "seq", name=op.f("uq_log_chunks_attempt_id_seq")),
         sqlite_autoincrement=True,
@@ -197,5 +213,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("steps", "log_chunks", "job_events", "attempts", "jobs", "runs", "repositories", "tenants", "runners"):
+    for table in (
+        "steps",
+        "log_chunks",
+        "job_events",
+        "attempts",
+        "jobs",
+        "runs",
+        "repositories",
+        "tenants",
+        "runners",
+    ):
         op.drop_table(table)
