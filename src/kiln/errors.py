@@ -201,7 +201,7 @@ class UploadNotFound(StorageUnavailable):
 
 
 class StorageRefused(StorageUnavailable):
-    """Object storage refused the request (credentials, permissions, bucket or operation); retrying will not help."""
+    """Object storage refused the request (credentials, permissions, bucket); retrying won't help."""
 
 
 class SandboxUnavailable(InfrastructureError):

@@ -183,7 +183,11 @@ class BlobStore(Protocol):
         ...
 
     def list_parts(self, upload_id: str) -> list[PartEntry]:
-        """Return the parts uploaded so far, ascending; raise UploadNotFound if the upload is gone."""
+        """Return the parts uploaded so far, ascending; raise UploadNotFound if the upload is gone.
+
+        A re-uploaded part number is listed once, with its latest ETag, on S3 proper and the
+        file and memory backends; SeaweedFS 4.48 lists every version. Callers match on ETag.
+        """
         ...
 
     def complete_upload(self, upload_id: str, parts: Sequence[PartEntry]) -> WriteOutcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from kiln.errors import Unauthorized
@@ -45,9 +46,7 @@ def sign(method: GrantMethod, digest: str, expires_at: int, secret: bytes) -> st
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def verify(
-    token: str, method: str, digest: str, expires_at: int, secret: bytes, *, now: float
-) -> None:
+def verify(token: str, method: str, digest: str, expires_at: int, secret: bytes, *, now: float) -> None:
     """Check a grant token; return if it is valid, raise Unauthorized otherwise.
 
     Raises
@@ -59,7 +58,7 @@ def verify(
         raise Unauthorized(f"grants cover GET and PUT, not {method}")
     if now >= expires_at:
         raise Unauthorized("the blob grant has expired")
-    expected = sign(method, digest, expires_at, secret)  # type: ignore[arg-type]
+    expected = sign(cast(GrantMethod, method), digest, expires_at, secret)
     # Constant-time: the comparison must not reveal how many leading characters were right.
     if not hmac.compare_digest(expected, token):
         raise Unauthorized("the blob grant does not cover this request")

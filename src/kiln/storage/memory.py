@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from kiln.errors import BlobNotFound, DigestMismatch, IntegrityError, UploadNotFound, UsageError
@@ -39,12 +37,12 @@ from kiln.storage.multipart import (
     split_upload_id,
 )
 from kiln.storage.reader import VerifyingReader
+from kiln.storage.sources import iter_chunks, open_source
 
 __all__ = ["MemoryBlobStore"]
 
 _NAMED: dict[str, MemoryBlobStore] = {}
 _NAMED_LOCK = threading.Lock()
-_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -210,7 +208,9 @@ class MemoryBlobStore:
         for part in parts:
             data, etag = stored.get(part.part_number, (b"", ""))
             if etag != part.etag or len(data) != part.size_bytes:
-                raise IntegrityError(f"part {part.part_number} of {upload_id} does not match its ETag and size")
+                raise IntegrityError(
+                    f"part {part.part_number} of {upload_id} does not match its ETag and size"
+                )
             chunks.append(data)
         data = b"".join(chunks)
         if len(data) != upload.size_bytes or hashlib.sha256(data).hexdigest() != hex_digest:
@@ -266,33 +266,16 @@ class MemoryBlobStore:
     @staticmethod
     def _existing(digest: str, blob: _Blob, size_bytes: int) -> WriteOutcome:
         if len(blob.data) != size_bytes:
-            raise IntegrityError(f"stored blob {digest} has {len(blob.data)} bytes, the writer says {size_bytes}")
+            raise IntegrityError(
+                f"stored blob {digest} has {len(blob.data)} bytes, the writer says {size_bytes}"
+            )
         return WriteOutcome.EXISTED
 
 
 def _read_source(source: BlobSource, size_bytes: int, digest: str) -> bytes:
     """Read exactly ``size_bytes`` from a put source; a shorter or longer source is a mismatch."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    elif isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:
-            data = f.read(size_bytes + 1)
-    else:
-        data = _read_exactly_plus_one(source, size_bytes)
-    if len(data) != size_bytes:
-        raise DigestMismatch(f"the source for {digest} is not {size_bytes} bytes long")
-    return data
-
-
-def _read_exactly_plus_one(f: BinaryIO, size_bytes: int) -> bytes:
-    chunks, got = [], 0
-    while got <= size_bytes:
-        chunk = f.read(min(_CHUNK_BYTES, size_bytes + 1 - got))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    with open_source(source) as f:
+        return b"".join(iter_chunks(f, size_bytes, digest))
 
 
 def _utc(timestamp: float) -> datetime:

@@ -25,8 +25,17 @@ def make_upload_id(hex_digest: str, raw_id: str) -> str:
 
 def split_upload_id(upload_id: str) -> tuple[str, str]:
     """Return ``(hex_digest, raw_id)``; a malformed id names no upload (UploadNotFound)."""
-    hex_digest, dot, raw_id = upload_id[:_HEX_LEN], upload_id[_HEX_LEN : _HEX_LEN + 1], upload_id[_HEX_LEN + 1 :]
-    if dot != "." or not raw_id or any(c not in "0123456789abcdef" for c in hex_digest) or len(hex_digest) != 64:
+    hex_digest, dot, raw_id = (
+        upload_id[:_HEX_LEN],
+        upload_id[_HEX_LEN : _HEX_LEN + 1],
+        upload_id[_HEX_LEN + 1 :],
+    )
+    if (
+        dot != "."
+        or not raw_id
+        or any(c not in "0123456789abcdef" for c in hex_digest)
+        or len(hex_digest) != 64
+    ):
         raise UploadNotFound(f"no such upload: {upload_id!r}")
     return hex_digest, raw_id
 
@@ -45,7 +54,9 @@ def check_part_plan(size_bytes: int, part_size_bytes: int) -> int:
         raise UsageError(f"part size must be 5 MiB..5 GiB, not {part_size_bytes} bytes")
     parts = max(1, math.ceil(size_bytes / part_size_bytes))
     if parts > MAX_PARTS:
-        raise UsageError(f"{size_bytes} bytes in {part_size_bytes}-byte parts needs {parts} parts (max {MAX_PARTS})")
+        raise UsageError(
+            f"{size_bytes} bytes in {part_size_bytes}-byte parts needs {parts} parts (max {MAX_PARTS})"
+        )
     return parts
 
 
@@ -72,5 +83,7 @@ def check_completion(parts: Sequence[PartEntry]) -> int:
             raise UsageError("parts must be listed in strictly ascending part-number order")
         previous = part.part_number
         if index < len(parts) - 1 and part.size_bytes < MIN_PART_SIZE_BYTES:
-            raise UsageError(f"part {part.part_number} is {part.size_bytes} bytes; all but the last must be >= 5 MiB")
+            raise UsageError(
+                f"part {part.part_number} is {part.size_bytes} bytes; all but the last must be >= 5 MiB"
+            )
     return sum(part.size_bytes for part in parts)

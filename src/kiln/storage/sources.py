@@ -38,9 +38,12 @@ def iter_chunks(f: BinaryIO, size_bytes: int, digest: str, chunk_bytes: int = CH
     """
     remaining = size_bytes
     while remaining:
-        chunk = f.read(min(chunk_bytes, remaining))
+        want = min(chunk_bytes, remaining)
+        chunk = f.read(want)
         if not chunk:
             raise DigestMismatch(f"the source for {digest} ended {remaining} bytes short of {size_bytes}")
+        if len(chunk) > want:
+            raise DigestMismatch(f"the source for {digest} is longer than {size_bytes} bytes")
         remaining -= len(chunk)
         yield chunk
     if f.read(1):
