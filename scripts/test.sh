@@ -11,4 +11,6 @@ echo "== ruff" >&2
 echo "== import layering" >&2
 .venv/bin/lint-imports
 echo "== tests" >&2
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+# A test whose service (PostgreSQL, SeaweedFS) or kernel feature is missing fails here, never skips.
+export KILN_REQUIRE_SERVICES=1
+.venv/bin/pytest -q -rs -p no:cacheprovider "$@"

@@ -92,7 +92,7 @@ jobs:
   leak:
     image: busybox
     steps:
-      - run: 'echo "token is $API_TOKEN"; test "$API_TOKEN" = "sup3r-s3cret-value"'
+      - run: 'echo "token is $API_TOKEN"; test "${#API_TOKEN}" = 18'
 """
     )
     result = kiln("run", "--json", "--secret", "API_TOKEN=sup3r-s3cret-value", str(workflow))
@@ -175,7 +175,7 @@ def test_without_root_the_run_stops_with_exit_3_naming_the_problem():
         root = Path(tmp)
         root.chmod(0o777)
         (root / "kiln.yml").write_text(
-            "name: u\njobs:\n  a:\n    image: busybox\n    steps:\n      - run: true\n"
+            "name: u\njobs:\n  a:\n    image: busybox\n    steps:\n      - run: 'true'\n"
         )
         proc = subprocess.run(
             [*UNPRIVILEGED, sys.executable, "-m", "kiln", "run", str(root / "kiln.yml")],

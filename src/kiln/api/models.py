@@ -6,6 +6,7 @@ pydantic. Views are built from the scheduler's frozen dataclasses with ``from_at
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -81,8 +82,8 @@ class AttemptOut(_Out):
     number: int
     status: str
     runner_id: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     error_message: str | None = None
     steps: list[StepOut] = []
 
@@ -93,6 +94,8 @@ class JobOut(_Out):
     status: str
     error_message: str | None = None
     duration_s: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     image_name: str | None = None
     image_digest: str | None = None
     attempts: list[AttemptOut] = []
@@ -105,9 +108,9 @@ class RunOut(_Out):
     ref: str
     status: str
     workflow_name: str
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     jobs: list[JobOut] = []
 
 
@@ -118,7 +121,7 @@ class RunSummaryOut(_Out):
     ref: str
     status: str
     workflow_name: str
-    created_at: float
+    created_at: datetime
 
 
 class LeaseIn(BaseModel):
@@ -133,7 +136,7 @@ class LeaseOut(BaseModel):
     attempt_id: str
     attempt_number: int
     lease_token: str
-    lease_expires_at: float
+    lease_expires_at: datetime
     lease_ttl_s: float
     spec: dict
     workflow_env: dict[str, str]
@@ -147,7 +150,7 @@ class LeaseOut(BaseModel):
 
 
 class HeartbeatOut(BaseModel):
-    expires_at: float
+    expires_at: datetime
     cancel_requested: bool
 
 
@@ -194,3 +197,4 @@ class LogLineOut(_Out):
 class LogsOut(BaseModel):
     lines: list[LogLineOut]
     cursor: int  # pass back as ?after= to get only newer lines
+    at_end: bool  # the run is final and this page holds the rest of its log: a tail can stop

@@ -8,7 +8,8 @@ uploaded twice.
 
 Unpacking trusts nothing: absolute paths and setuid/setgid bits are refused, and Python's ``data``
 extraction filter refuses ``..``, links that leave the destination and device nodes; kiln
-translates every refusal into :class:`UnsafeArchive`, and the total unpacked size is capped so a decompression bomb stops early.
+translates every refusal into :class:`UnsafeArchive`, and the total unpacked size is capped so a
+decompression bomb stops early.
 """
 
 from __future__ import annotations

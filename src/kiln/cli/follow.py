@@ -81,16 +81,16 @@ def follow_run(
                         line.data,
                     )
                 cursor = page.cursor
-                if run.status in _FINAL and not page.lines:
+                if page.at_end:
                     break
+                run = client.get_run(run_id)
                 live.update(_progress(run, started), refresh=console.is_terminal)
                 if not page.lines:
                     time.sleep(poll_s)
-                run = client.get_run(run_id)
         except KeyboardInterrupt:
             if on_interrupt is None:
                 raise
             on_interrupt()
             run = client.get_run(run_id)
     printer.flush()
-    return run
+    return client.get_run(run_id)

@@ -23,7 +23,7 @@ from .summary import exit_code_for, run_summary
 
 __all__ = ["main"]
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _report(exc: KilnError) -> None:
@@ -43,6 +43,7 @@ def _exits(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except KilnError as exc:
+            logging.getLogger("kiln.cli").debug("%s failed", command.__name__, exc_info=True)
             _report(exc)
             sys.exit(exc.exit_code)
 
@@ -100,7 +101,11 @@ def run(workflow: Path, source: Path | None, as_json: bool, **options: Any) -> N
     load_workflow(workflow)  # every problem reported before anything starts
     source = source or workflow.resolve().parent
     context = context_from_options(source, options)
-    console = Console(stderr=True, highlight=False) if as_json else Console(highlight=False)
+    console = (
+        Console(stderr=True, highlight=False, soft_wrap=True)
+        if as_json
+        else Console(highlight=False, soft_wrap=True)
+    )
     final = run_locally(
         workflow,
         workflow.read_text(),

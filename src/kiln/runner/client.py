@@ -119,8 +119,16 @@ class ControlPlaneClient:
 
     # -- users and the CLI -------------------------------------------------------------------------
 
+    def _exists(self, url: str) -> bool:
+        """HEAD ``url``: 200 means present, 404 absent; anything else is an error as usual."""
+        try:
+            self._request("HEAD", url)
+        except errors.NotFound:
+            return False
+        return True
+
     def upload_source(self, digest: str, archive: Path) -> None:
-        if self._request("HEAD", f"/v1/sources/{digest}").status_code == 200:
+        if self._exists(f"/v1/sources/{digest}"):
             return
         self._request("PUT", f"/v1/sources/{digest}", content=_FileBody(archive))
 

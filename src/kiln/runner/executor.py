@@ -163,7 +163,8 @@ class JobExecutor:
     ) -> JobResult:
         if lease.secrets_lost:
             raise JobError(
-                "the run's secrets were held by a control plane that has restarted since; submit the run again"
+                "the run's secrets were held by a control plane that has restarted since; "
+                "submit the run again"
             )
         job = Job.model_validate(lease.spec)
         started = self._clock()

@@ -51,7 +51,7 @@ def _closed_port() -> int:
 
 class _Heartbeat(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        body = json.dumps({"expires_at": 1.0, "cancel_requested": False}).encode()
+        body = json.dumps({"expires_at": "2026-01-01T00:00:00Z", "cancel_requested": False}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -75,7 +75,7 @@ def test_connection_refused_is_retried_until_the_server_comes_up():
 
     client = ControlPlaneClient(f"http://127.0.0.1:{port}", None, sleep=sleep)
     try:
-        assert client.heartbeat("a1", "tok").expires_at == 1.0
+        assert client.heartbeat("a1", "tok").expires_at.year == 2026
         assert servers, "the first attempt should have been refused"
     finally:
         for server in servers:

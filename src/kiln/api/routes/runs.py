@@ -14,14 +14,10 @@ from kiln.spec import parse_workflow
 router = APIRouter(tags=["runs"])
 
 
-def _digest_hex(digest: str) -> str:
-    return digest.removeprefix("sha256:")
-
-
 @router.post("/runs", status_code=201)
 def submit(body: SubmitIn, cp: ControlPlane = Depends(plane)) -> RunOut:
     workflow = parse_workflow(body.workflow_text, body.workflow_filename)
-    if not cp.blobs.exists(_digest_hex(body.source_digest)):
+    if not cp.blobs.exists(body.source_digest):
         raise NotFound(f"source {body.source_digest} was not uploaded; PUT it to /v1/sources first")
     ctx = body.context
     view = cp.scheduler.submit_run(
@@ -63,6 +59,7 @@ def cancel_run(run_id: str, cp: ControlPlane = Depends(plane)) -> RunOut:
 def get_logs(
     run_id: str, after: int = 0, job: str | None = None, limit: int = 1000, cp: ControlPlane = Depends(plane)
 ) -> LogsOut:
-    cp.scheduler.get_run(run_id)  # NotFound for an unknown run, not an empty list
     page = cp.scheduler.get_logs(run_id, job=job, after=after, limit=limit)
-    return LogsOut(lines=[LogLineOut.model_validate(line) for line in page.lines], cursor=page.cursor)
+    return LogsOut(
+        lines=[LogLineOut.model_validate(line) for line in page.lines], cursor=page.cursor, at_end=page.at_end
+    )

@@ -26,14 +26,13 @@ _CHUNK = 1024 * 1024
 
 @router.head("/sources/{digest}")
 def has_source(digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> Response:
-    present = cp.blobs.exists(digest.removeprefix("sha256:"))
+    present = cp.blobs.exists(digest)
     return Response(status_code=200 if present else 404)
 
 
 @router.put("/sources/{digest}", status_code=204)
 async def put_source(request: Request, digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> None:
-    hexdigest = digest.removeprefix("sha256:")
-    if await run_in_threadpool(cp.blobs.exists, hexdigest):
+    if await run_in_threadpool(cp.blobs.exists, digest):
         return
     cp.spool_dir.mkdir(parents=True, exist_ok=True)
     fd, spool = tempfile.mkstemp(prefix="upload-", dir=cp.spool_dir)
@@ -44,20 +43,19 @@ async def put_source(request: Request, digest: str = _DIGEST, cp: ControlPlane =
                 sha.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
-        if sha.hexdigest() != hexdigest:
+        if f"sha256:{sha.hexdigest()}" != digest:
             raise DigestMismatch(f"uploaded source hashes to sha256:{sha.hexdigest()}, not {digest}")
-        await run_in_threadpool(cp.blobs.put_file, hexdigest, spool, size)
+        await run_in_threadpool(cp.blobs.put, digest, spool, size)
     finally:
         os.unlink(spool)
 
 
 @router.get("/sources/{digest}")
 def get_source(digest: str = _DIGEST, cp: ControlPlane = Depends(plane)) -> StreamingResponse:
-    hexdigest = digest.removeprefix("sha256:")
-    size = cp.blobs.stat(hexdigest)  # BlobNotFound → 404 before any byte is sent
+    size = cp.blobs.stat(digest)  # BlobNotFound → 404 before any byte is sent
 
     def body() -> Iterator[bytes]:
-        with cp.blobs.open(hexdigest) as reader:
+        with cp.blobs.open(digest) as reader:
             while chunk := reader.read(_CHUNK):
                 yield chunk
 
