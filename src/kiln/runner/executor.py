@@ -24,9 +24,13 @@ from kiln.runner.client import ControlPlaneClient
 from kiln.runner.heartbeat import Heartbeat
 from kiln.runner.logship import LogShipper
 from kiln.runner.masking import SecretMasker
+from kiln.runner.phases import JobContext, JobPhase, default_phases
 from kiln.runner.workspace import fetch_source, fresh_workspace
 from kiln.sandbox import SANDBOX_HOME, WORKSPACE, JobSandbox, Limits, RootFS, StepOutcome
 from kiln.spec import Job, Step
+
+ImageProvider = Callable[[Job, LeaseOut, Callable[[str], None]], RootFS]
+"""Turns a job's ``image:`` into the sandbox's root: ``(job, lease, log line) → RootFS``."""
 
 __all__ = ["JobExecutor", "JobResult", "job_environment"]
 
@@ -101,9 +105,13 @@ class JobExecutor:
         *,
         echo: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        images: ImageProvider | None = None,
+        phases: Callable[[], list[JobPhase]] = default_phases,
     ) -> None:
         self._client = client
         self._state_dir = state_dir
+        self._images = images or (lambda job, _lease, _log: builtin_image(job.image, state_dir / "images"))
+        self._phases = phases
         self._echo = echo  # (job name, text): the local copy of the output, for `kiln runner -v`
         self._clock = clock
 
@@ -175,7 +183,7 @@ class JobExecutor:
 
         archive = fetch_source(self._client, lease.source_digest, self._state_dir / "sources")
         fresh_workspace(archive, workspace)
-        rootfs = builtin_image(job.image, self._state_dir / "images")
+        rootfs = self._images(job, lease, shipper.line)
         self._client.report_image(lease.attempt_id, lease.lease_token, rootfs.name, rootfs.digest)
         limits = Limits(memory_bytes=job.limits.memory_bytes, pids=job.limits.pids, cpus=job.limits.cpus)
         shipper.line(
@@ -188,6 +196,26 @@ class JobExecutor:
             rootfs, workspace, state_dir=self._state_dir / "sandbox", name=lease.attempt_id, limits=limits
         ) as box:
             sandbox.append(box)
+            ctx = JobContext(
+                lease=lease,
+                job=job,
+                client=self._client,
+                rootfs=rootfs,
+                sandbox=box,
+                workspace=workspace,
+                spool_dir=self._state_dir / "spool",
+                log=shipper.line,
+                secrets=lease.secrets,
+            )
+            entered: list[JobPhase] = []
+            try:
+                for phase in self._phases():
+                    phase.before_steps(ctx)
+                    entered.append(phase)
+            except JobError as exc:
+                # A required input (an artifact) is missing: the steps cannot run.
+                shipper.line(f"kiln: {exc.message}")
+                failed = exc.message
             for index, step in enumerate(job.steps):
                 if failed is not None or heartbeat.cancel_requested or heartbeat.lease_lost:
                     self._client.step_finished(
@@ -197,6 +225,9 @@ class JobExecutor:
                 outcome, summary = self._run_step(lease, job, step, index, box, rootfs, shipper, deadline)
                 if not outcome.ok:
                     failed = f"step {step.name!r} failed: {summary}"
+            if not (heartbeat.lease_lost or heartbeat.cancel_requested):
+                for phase in reversed(entered):
+                    phase.after_steps(ctx, succeeded=failed is None)
         if heartbeat.lease_lost:
             raise LeaseLost()
         if heartbeat.cancel_requested:

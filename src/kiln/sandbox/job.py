@@ -202,6 +202,22 @@ class JobSandbox:
 
     # -- steps -----------------------------------------------------------------------------------
 
+    def host_path(self, path: str) -> Path:
+        """The host path holding ``path`` (absolute, inside the sandbox) between steps.
+
+        ``/workspace/…`` is the workspace; anything else is in the overlay upper, where the job's
+        writes land (its HOME included). Between steps nothing is mounted, so the runner may read
+        and write there; files that only the image's read-only layers hold are not in the upper.
+        """
+        if self._scratch is None:
+            raise RuntimeError("the sandbox is not entered")
+        inner = Path(path)
+        if not inner.is_absolute() or ".." in inner.parts:
+            raise ValueError(f"not an absolute, normalised sandbox path: {path!r}")
+        if inner == Path(WORKSPACE) or Path(WORKSPACE) in inner.parents:
+            return self.workspace / inner.relative_to(WORKSPACE)
+        return self._scratch.upper / inner.relative_to("/")
+
     def cancel(self) -> None:
         """Kill the running step's whole tree promptly, and refuse further steps. Thread-safe."""
         self._cancelled.set()
