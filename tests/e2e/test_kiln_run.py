@@ -13,7 +13,9 @@ import pytest
 
 pytestmark = pytest.mark.sandbox
 
-UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# Root without capabilities: cannot mount or unshare, yet can still read the checkout and the venv
+# wherever they live (a uid switch would fail on a private checkout instead of on the sandbox).
+UNPRIVILEGED = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -169,8 +171,8 @@ def test_two_runs_sharing_one_kiln_home_both_succeed(kiln, project):
 
 
 def test_without_root_the_run_stops_with_exit_3_naming_the_problem():
-    # A real missing privilege: the same command as an unprivileged user cannot create cgroups or
-    # mount an overlay, and kiln must say so instead of running the job unsandboxed.
+    # A real missing privilege: without capabilities the same command cannot unshare a mount
+    # namespace or mount an overlay, and kiln must say so instead of running the job unsandboxed.
     with tempfile.TemporaryDirectory(prefix="kiln-unpriv-") as tmp:
         root = Path(tmp)
         root.chmod(0o777)
@@ -185,5 +187,6 @@ def test_without_root_the_run_stops_with_exit_3_naming_the_problem():
             timeout=60,
         )
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "sandbox" in proc.stderr.lower()
+    assert "the sandbox cannot start" in proc.stderr
+    assert "mount namespaces" in proc.stderr
     assert "Traceback" not in proc.stderr

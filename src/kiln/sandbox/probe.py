@@ -64,7 +64,11 @@ def ensure_capabilities(state_dir: Path) -> Capabilities:
         cached = _cache.get(key)
         if cached is not None:
             return cached
-        found = _probe(key)
+        try:
+            found = _probe(key)
+        except SandboxUnavailable as exc:
+            # Say which component failed, so "no mount namespaces" is not mistaken for a job's error.
+            raise SandboxUnavailable(f"the sandbox cannot start on this machine: {exc.message}") from exc
         _cache[key] = found
         return found
 
