@@ -7,7 +7,7 @@ pydantic. Views are built from the scheduler's frozen dataclasses with ``from_at
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,6 +86,7 @@ class AttemptOut(_Out):
     finished_at: datetime | None = None
     error_message: str | None = None
     steps: list[StepOut] = []
+    report: dict[str, Any] = {}
 
 
 class JobOut(_Out):
@@ -184,6 +185,16 @@ class CompleteIn(BaseModel):
 class ImageReportIn(BaseModel):
     name: str
     digest: str
+
+
+ReportSection = Literal["caches", "artifacts", "image"]
+"""The parts of a job's summary that its runner's phases report."""
+
+
+class ReportIn(BaseModel):
+    """One section of an attempt's report: a list of per-item dicts, or a dict (``image``)."""
+
+    value: list[dict[str, Any]] | dict[str, Any]
 
 
 class LogLineOut(_Out):

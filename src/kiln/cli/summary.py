@@ -15,6 +15,10 @@ __all__ = ["exit_code_for", "run_summary"]
 
 def _job_summary(job: JobOut) -> dict[str, Any]:
     last = job.attempts[-1] if job.attempts else None
+    report = last.report if last else {}
+    image = {"name": job.image_name, "digest": job.image_digest} if job.image_name else None
+    if image is not None and isinstance(report.get("image"), dict):
+        image = {**image, **report["image"]}
     return {
         "name": job.name,
         "status": job.status,
@@ -24,7 +28,7 @@ def _job_summary(job: JobOut) -> dict[str, Any]:
         ],
         "duration_s": round(job.duration_s or 0.0, 3),
         "error": job.error_message,
-        "image": {"name": job.image_name, "digest": job.image_digest} if job.image_name else None,
+        "image": image,
         "steps": [
             {
                 "name": step.name,
@@ -35,8 +39,8 @@ def _job_summary(job: JobOut) -> dict[str, Any]:
             }
             for step in (last.steps if last else [])
         ],
-        "caches": [],
-        "artifacts": [],
+        "caches": list(report.get("caches", [])),
+        "artifacts": list(report.get("artifacts", [])),
     }
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "list_attempts",
     "list_steps",
     "record_image",
+    "record_report",
     "transition_attempt",
     "transition_step",
 ]
@@ -47,6 +48,7 @@ ATTEMPT_COLUMNS = (
     Attempt.error_message,
     Attempt.image_name,
     Attempt.image_digest,
+    Attempt.report,
 )
 
 
@@ -66,6 +68,7 @@ def attempt_record(row: Sequence[Any]) -> AttemptRecord:
         error_message=row[10],
         image_name=row[11],
         image_digest=row[12],
+        report=row[13],
     )
 
 
@@ -172,6 +175,16 @@ def record_image(session: Session, attempt: AttemptRecord, *, name: str, digest:
         .where(Attempt.id == attempt.attempt_id)
         .values(image_name=name, image_digest=digest)
     )
+
+
+def record_report(session: Session, attempt: AttemptRecord, *, section: str, value: Any) -> None:
+    """Set one section of the attempt's report (``caches``, ``artifacts``, ``image``), replacing it.
+
+    The caller holds the lease. Sections are replaced whole, so a retried request changes nothing.
+    """
+    report = dict(attempt.report or {})
+    report[section] = value
+    session.execute(guarded_update(Attempt).where(Attempt.id == attempt.attempt_id).values(report=report))
 
 
 _STEP_COLUMNS = (

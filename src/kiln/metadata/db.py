@@ -144,6 +144,17 @@ class Database:
             extra={"action": "database_migrated", "database": self.display_url},
         )
 
+    @staticmethod
+    def head_revision() -> str:
+        """The newest revision this version of kiln ships (what :meth:`migrate` brings a schema to)."""
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert head is not None, "kiln ships at least one migration"
+        return head
+
     def schema_revision(self) -> str | None:
         """Return the Alembic revision the database is at, or ``None`` if it was never migrated."""
         from alembic.runtime.migration import MigrationContext

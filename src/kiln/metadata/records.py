@@ -126,6 +126,7 @@ class AttemptRecord:
     error_message: str | None
     image_name: str | None
     image_digest: str | None
+    report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "Attempt",
     "Base",
+    "Entry",
     "Job",
     "JobEvent",
     "LogChunk",
@@ -196,6 +197,8 @@ class Attempt(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     image_name: Mapped[str | None] = mapped_column(String(400))
     image_digest: Mapped[str | None] = mapped_column(String(100))
+    # What the runner's phases report for the summary: {"caches": [...], "artifacts": [...], "image": {...}}.
+    report: Mapped[dict[str, Any] | None]
 
 
 class Step(Base):
@@ -263,3 +266,52 @@ class Runner(Base):
     name: Mapped[str] = mapped_column(String(200))
     labels: Mapped[list[str]]
     last_seen: Mapped[datetime]
+
+
+class Entry(Base):
+    """A cache entry, artifact or image layer: the commit protocol's record (ARCHITECTURE.md §4).
+
+    ``identity`` is what must be unique among committed entries of a tenant and kind (the domain
+    module decides it: a build cache's scope + name + key; an artifact's run + job + name). Only
+    ``committed`` rows are visible to readers; a committed row never changes its blob.
+    """
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index(
+            "uq_entries_committed_identity",
+            "tenant_id",
+            "kind",
+            "identity",
+            unique=True,
+            postgresql_where=text("status = 'committed'"),
+            sqlite_where=text("status = 'committed'"),
+        ),
+        Index(None, "tenant_id", "kind", "name", "key"),
+        Index(None, "status", "expires_at"),
+        Index(None, "digest"),
+        Index(None, "producer_run_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    repo: Mapped[str] = mapped_column(String(400))
+    scope: Mapped[str] = mapped_column(String(600))
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(400))
+    key: Mapped[str] = mapped_column(String(100))
+    identity: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str | None] = mapped_column(String(100))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    compression: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    trust_tier: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime]
+    committed_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    producer_run_id: Mapped[str | None] = mapped_column(String(26))
+    producer_job: Mapped[str | None] = mapped_column(String(200))
+    producer_attempt_id: Mapped[str | None] = mapped_column(String(26))
+    failure: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]]

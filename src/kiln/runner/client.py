@@ -27,6 +27,8 @@ from kiln.api.models import (
     LogChunkIn,
     LogsIn,
     LogsOut,
+    ReportIn,
+    ReportSection,
     RunOut,
     StepFinishIn,
     StepStartIn,
@@ -187,6 +189,13 @@ class ControlPlaneClient:
     def report_image(self, attempt_id: str, token: str, name: str, digest: str) -> None:
         body = ImageReportIn(name=name, digest=digest).model_dump()
         self._request("POST", f"/v1/attempts/{attempt_id}/image", json=body, headers=self._lease(token))
+
+    def report(self, attempt_id: str, token: str, section: ReportSection, value: Any) -> None:
+        """Publish one section of the job's summary (``caches``, ``artifacts``, ``image``)."""
+        body = ReportIn(value=value).model_dump()
+        self._request(
+            "PUT", f"/v1/attempts/{attempt_id}/report/{section}", json=body, headers=self._lease(token)
+        )
 
     def complete(self, attempt_id: str, token: str, body: CompleteIn) -> None:
         self._request(

@@ -585,6 +585,18 @@ class Scheduler:
             attempt = self._hold(session, attempt_id, lease_token)
             attempts_sql.record_image(session, attempt, name=name, digest=digest)
 
+    def report(self, attempt_id: str, lease_token: str, section: str, value: Any) -> None:
+        """Record one section of what the attempt's phases did (caches, artifacts, image).
+
+        Raises
+        ------
+        LeaseLost
+            The caller does not hold the lease.
+        """
+        with self._db.session() as session:
+            attempt = self._hold(session, attempt_id, lease_token)
+            attempts_sql.record_report(session, attempt, section=section, value=value)
+
     def complete_attempt(
         self, attempt_id: str, lease_token: str, *, status: str, error_message: str | None = None
     ) -> None:

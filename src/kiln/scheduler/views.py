@@ -7,7 +7,7 @@ Views never carry ORM objects, lease tokens (except to the runner that holds the
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NewType
 
@@ -62,6 +62,7 @@ class AttemptView:
     image_name: str | None
     image_digest: str | None
     steps: tuple[StepView, ...]
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,7 @@ def build_run_view(
                         image_name=a.image_name,
                         image_digest=a.image_digest,
                         steps=tuple(steps_of[a.attempt_id]),
+                        report=dict(a.report or {}),
                     )
                     for a in own
                 ),

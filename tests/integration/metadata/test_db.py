@@ -33,6 +33,7 @@ TABLES = {
     "log_chunks",
     "job_events",
     "runners",
+    "entries",
 }
 
 
@@ -41,7 +42,7 @@ def test_migrations_apply_to_an_empty_database_twice(empty_database_url: str) ->
     assert db.schema_revision() is None
     db.migrate()
     db.migrate()  # idempotent: already at head
-    assert db.schema_revision() == "0001"
+    assert db.schema_revision() == Database.head_revision()
     assert set(inspect(db.engine).get_table_names()) >= TABLES
     db.dispose()
 
@@ -61,7 +62,7 @@ def test_two_processes_may_migrate_at_once(empty_database_url: str) -> None:
     ]
     results = [(w.wait(timeout=60), w.stdout.read() if w.stdout else "") for w in workers]
     assert [code for code, _ in results] == [0, 0]
-    assert [json.loads(out) for _, out in results] == ["0001", "0001"]
+    assert [json.loads(out) for _, out in results] == [Database.head_revision()] * 2
 
 
 def test_one_running_attempt_per_job_is_enforced_by_the_database(

@@ -15,6 +15,8 @@ from kiln.api.models import (
     LeaseIn,
     LeaseOut,
     LogsIn,
+    ReportIn,
+    ReportSection,
     RunContextIn,
     StepFinishIn,
     StepStartIn,
@@ -104,6 +106,17 @@ def report_image(
     attempt_id: str, body: ImageReportIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)
 ) -> None:
     cp.scheduler.report_image(attempt_id, token, body.name, body.digest)
+
+
+@router.put("/attempts/{attempt_id}/report/{section}", status_code=204)
+def report(
+    attempt_id: str,
+    body: ReportIn,
+    section: ReportSection,
+    token: str = _LEASE,
+    cp: ControlPlane = Depends(plane),
+) -> None:
+    cp.scheduler.report(attempt_id, token, section, body.value)
 
 
 @router.post("/attempts/{attempt_id}/complete", status_code=204)
