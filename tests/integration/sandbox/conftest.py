@@ -15,6 +15,7 @@ import pytest
 
 from kiln.images import busybox_image, host_image
 from kiln.sandbox import JobSandbox, Limits, RootFS, StepOutcome, probe
+from kiln.sandbox import job as sandbox_job
 from kiln.sandbox.cgroups import CGROUP_PREFIX, V1Backend, V2Backend, detect_backend
 
 BUSYBOX_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -112,8 +113,8 @@ def _kiln_cgroup_dirs() -> set[str]:
     return {str(p / name) for p in parents for name in os.listdir(p) if name.startswith(CGROUP_PREFIX)}
 
 
-def _processes_of(marker: str) -> set[str]:
-    """Processes in a kiln job cgroup or whose command line mentions ``marker`` (the test's tmp dir)."""
+def _processes_of(marker: str, job_ids: list[str]) -> set[str]:
+    """Processes in these jobs' cgroups or whose command line mentions ``marker`` (the test's tmp dir)."""
     found = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -123,7 +124,7 @@ def _processes_of(marker: str) -> set[str]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if f"/{CGROUP_PREFIX}" in cgroups or marker in cmdline:
+        if any(f"/{CGROUP_PREFIX}{j}" in cgroups for j in job_ids) or marker in cmdline:
             found.add(f"{pid}: {cmdline}")
     return found
 
@@ -133,14 +134,22 @@ def _mounts_mentioning(marker: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind(tmp_path: Path) -> Iterator[None]:
+def nothing_left_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     marker = str(tmp_path)
+    # Only this test's jobs count: other kiln processes on the machine may own cgroups meanwhile.
+    job_ids: list[str] = []
+    real_job_id = sandbox_job._job_id
+
+    def recording_job_id(name: str) -> str:
+        job_ids.append(real_job_id(name))
+        return job_ids[-1]
+
+    monkeypatch.setattr(sandbox_job, "_job_id", recording_job_id)
     mounts_before = Path("/proc/self/mountinfo").read_text()
-    cgroups_before = _kiln_cgroup_dirs()
     yield
     assert _mounts_mentioning(marker) == []
     assert Path("/proc/self/mountinfo").read_text() == mounts_before
-    assert _kiln_cgroup_dirs() - cgroups_before == set()
-    assert _processes_of(marker) == set()
+    assert {d for d in _kiln_cgroup_dirs() if any(d.endswith(CGROUP_PREFIX + j) for j in job_ids)} == set()
+    assert _processes_of(marker, job_ids) == set()
     sandboxes = tmp_path / "state" / "sandboxes"
     assert not sandboxes.exists() or os.listdir(sandboxes) == []
