@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.fixtures.databases import *  # noqa: F403  (fixtures are found by name)
 
 KILN = [sys.executable, "-m", "kiln"]
 

@@ -10,6 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+
+from kiln.metadata.db import Database
 
 pytestmark = pytest.mark.sandbox
 
@@ -190,3 +193,15 @@ def test_without_root_the_run_stops_with_exit_3_naming_the_problem():
     assert "the sandbox cannot start" in proc.stderr
     assert "mount namespaces" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_kiln_run_keeps_its_metadata_in_postgresql_when_told(kiln, postgres_database_url):
+    result = kiln(
+        "run", "--json", str(EXAMPLES / "hello.yml"), env={"KILN_DATABASE_URL": postgres_database_url}
+    )
+    assert result.code == 0, result.stderr
+    with Database(postgres_database_url).read_session() as session:
+        stored = session.execute(
+            text("SELECT status FROM runs WHERE id = :id"), {"id": result.summary["run_id"]}
+        )
+        assert stored.scalar_one() == "success"
