@@ -32,8 +32,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from kiln.spec.loader import YamlFloat, YamlInt, format_loc
+from kiln.spec.caches import Cache, duplicate_cache_problems
+from kiln.spec.loader import format_loc
 from kiln.spec.references import reference_problems
+from kiln.spec.scalars import check_env_name, scalar_text
 from kiln.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
 __all__ = ["Job", "Limits", "Step", "Workflow", "default_step_name"]
@@ -51,12 +53,7 @@ _STEP_NAME_MAX = 60
 
 
 def _env_name(name: str) -> str:
-    if not re.fullmatch(_ENV_NAME_PATTERN, name):
-        raise ValueError(
-            f"`{name}` is not a valid environment variable name "
-            "(letters, digits and `_`, not starting with a digit)"
-        )
-    return name
+    return check_env_name(name)
 
 
 def _job_name(name: str) -> str:
@@ -66,17 +63,9 @@ def _job_name(name: str) -> str:
 
 
 def _env_value(value: object) -> object:
-    # GitHub Actions also turns scalars into strings, but prints 3.10 as "3.1"; we keep the text
-    # as written (YamlInt/YamlFloat carry it) and spell booleans the way shells test them.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, YamlInt | YamlFloat):
-        return value.text
-    if isinstance(value, int | float):
-        return str(value)
     if value is None:
         raise ValueError('the value is empty; write `""` for an empty string')
-    return value  # a string passes; anything else fails the str check with pydantic's message
+    return scalar_text(value)  # a string passes; anything else fails the str check with pydantic's message
 
 
 def _duration(value: object) -> object:
@@ -264,10 +253,21 @@ class Job(_Model):
         ),
     ] = Field(default_factory=list, description="Jobs, earlier in the file, that this job needs.")
     steps: list[Step] = Field(min_length=1)
-    caches: NotYetSupported = Field(None, exclude=True)
+    caches: list[Cache] = Field(
+        default_factory=list,
+        description="Caches restored before the first step and saved after the last (see `type`).",
+    )
     artifacts: NotYetSupported = Field(None, exclude=True)
 
-    _refuse_slots = field_validator("caches", "artifacts", mode="before")(_refuse_not_yet_supported)
+    _refuse_slots = field_validator("artifacts", mode="before")(_refuse_not_yet_supported)
+
+    @field_validator("caches")
+    @classmethod
+    def _caches_are_independent(cls, caches: list[Cache]) -> list[Cache]:
+        problems = duplicate_cache_problems(caches)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return caches
 
 
 class Workflow(_Model):

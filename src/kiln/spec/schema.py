@@ -19,7 +19,7 @@ def workflow_json_schema() -> dict[str, Any]:
     dict[str, Any]
         The schema of the input form: YAML keys (``timeout``, ``limits.memory``), durations and
         sizes as strings (``"10m"``, ``"2g"``) or plain numbers, env values as strings, numbers
-        or booleans. Keys reserved for later versions (``images``, ``caches``, ``artifacts``) are
+        or booleans. Keys reserved for later versions (``images``, ``artifacts``) are
         described but match nothing. The schema checks shape, not cross-job references
         (``needs`` order, image names): :func:`kiln.spec.parse_workflow` does.
     """

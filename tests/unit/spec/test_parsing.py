@@ -190,11 +190,6 @@ def test_an_unknown_image() -> None:
             "`images:` is not supported yet by this kiln version",
         ),
         (
-            HEAD + "  a:\n    steps: [{run: x}]\n    caches: []\n",
-            (5, 5),
-            "jobs.a: `caches:` is not supported yet by this kiln version",
-        ),
-        (
             HEAD + "  a:\n    steps: [{run: x}]\n    artifacts:\n",
             (5, 5),
             "jobs.a: `artifacts:` is not supported yet by this kiln version",

@@ -49,7 +49,7 @@ def test_the_yaml_form_of_a_dump_matches_the_schema() -> None:
         _with_job(timeout=0),
         _with_job(limits={"memory": "2 gigs"}),
         _with_job(env={"1FOO": "x"}),
-        _with_job(caches=[]),
+        _with_job(caches=[{"name": "x", "type": "cargo", "paths": ["a"]}]),
         {**VALID, "images": {}},
         {**VALID, "jobs": {}},
         {**VALID, "jobs": {"bad name": {"steps": [{"run": "x"}]}}},
