@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from kiln.spec.artifacts import Artifact, duplicate_artifact_problems
 from kiln.spec.caches import Cache, duplicate_cache_problems
 from kiln.spec.loader import format_loc
 from kiln.spec.references import reference_problems
@@ -251,15 +252,20 @@ class Job(_Model):
         WithJsonSchema(
             {"anyOf": [_JOB_NAME_SCHEMA, {"type": "array", "items": _JOB_NAME_SCHEMA}]}, mode="validation"
         ),
-    ] = Field(default_factory=list, description="Jobs, earlier in the file, that this job needs.")
+    ] = Field(
+        default_factory=list,
+        description="Jobs, earlier in the file, whose artifacts this job gets before its first step.",
+    )
     steps: list[Step] = Field(min_length=1)
     caches: list[Cache] = Field(
         default_factory=list,
         description="Caches restored before the first step and saved after the last (see `type`).",
     )
-    artifacts: NotYetSupported = Field(None, exclude=True)
-
-    _refuse_slots = field_validator("artifacts", mode="before")(_refuse_not_yet_supported)
+    artifacts: list[Artifact] = Field(
+        default_factory=list,
+        description="Outputs uploaded after the last step; jobs that `needs:` this one get them "
+        "in their workspace before their first step.",
+    )
 
     @field_validator("caches")
     @classmethod
@@ -268,6 +274,14 @@ class Job(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return caches
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifact_names_are_unique(cls, artifacts: list[Artifact]) -> list[Artifact]:
+        problems = duplicate_artifact_problems(artifacts)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return artifacts
 
 
 class Workflow(_Model):

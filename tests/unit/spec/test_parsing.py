@@ -189,11 +189,6 @@ def test_an_unknown_image() -> None:
             (2, 1),
             "`images:` is not supported yet by this kiln version",
         ),
-        (
-            HEAD + "  a:\n    steps: [{run: x}]\n    artifacts:\n",
-            (5, 5),
-            "jobs.a: `artifacts:` is not supported yet by this kiln version",
-        ),
     ],
 )
 def test_reserved_keys_are_errors_at_the_key(text: str, position: tuple[int, int], message: str) -> None:
