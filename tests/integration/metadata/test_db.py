@@ -56,13 +56,16 @@ def test_the_migrated_schema_matches_the_mappings(database: Database) -> None:
 def test_two_processes_may_migrate_at_once(empty_database_url: str) -> None:
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), "migrate", empty_database_url], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(WORKER), "migrate", empty_database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
-    results = [(w.wait(timeout=60), w.stdout.read() if w.stdout else "") for w in workers]
-    assert [code for code, _ in results] == [0, 0]
-    assert [json.loads(out) for _, out in results] == [Database.head_revision()] * 2
+    results = [w.communicate(timeout=60) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err for _, err in results]
+    assert [json.loads(out) for out, _ in results] == [Database.head_revision()] * 2
 
 
 def test_one_running_attempt_per_job_is_enforced_by_the_database(
