@@ -6,7 +6,16 @@ from kiln.archive.tarzst import (
     ArchiveInfo,
     UnsafeArchive,
     pack,
+    pack_members,
     unpack,
 )
 
-__all__ = ["ARCHIVE_FORMAT", "CLAMPED_MTIME", "ArchiveInfo", "UnsafeArchive", "pack", "unpack"]
+__all__ = [
+    "ARCHIVE_FORMAT",
+    "CLAMPED_MTIME",
+    "ArchiveInfo",
+    "UnsafeArchive",
+    "pack",
+    "pack_members",
+    "unpack",
+]

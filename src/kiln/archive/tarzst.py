@@ -19,7 +19,7 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +28,15 @@ import zstandard
 
 from kiln.errors import IntegrityError
 
-__all__ = ["ARCHIVE_FORMAT", "CLAMPED_MTIME", "ArchiveInfo", "UnsafeArchive", "pack", "unpack"]
+__all__ = [
+    "ARCHIVE_FORMAT",
+    "CLAMPED_MTIME",
+    "ArchiveInfo",
+    "UnsafeArchive",
+    "pack",
+    "pack_members",
+    "unpack",
+]
 
 # Part of every cache key that depends on archive bytes: bump it when the layout below changes.
 ARCHIVE_FORMAT = "kiln.tar+zstd.v1"
@@ -79,10 +87,9 @@ def _with_parents(paths: Iterable[str]) -> list[str]:
     return sorted(entries)
 
 
-def _tarinfo(root: Path, relpath: str) -> tarfile.TarInfo | None:
-    full = root / relpath
+def _tarinfo(name: str, full: Path) -> tarfile.TarInfo | None:
     st = full.lstat()
-    info = tarfile.TarInfo(relpath)
+    info = tarfile.TarInfo(name)
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mtime = CLAMPED_MTIME
@@ -104,6 +111,24 @@ def _tarinfo(root: Path, relpath: str) -> tarfile.TarInfo | None:
 
 def pack(root: Path, relpaths: Iterable[str], dest: BinaryIO, *, threads: int = -1) -> ArchiveInfo:
     """Write the files ``relpaths`` (relative to ``root``) as a deterministic tar+zstd to ``dest``."""
+    return pack_members(
+        ((relpath, root / relpath) for relpath in _with_parents(relpaths)), dest, threads=threads
+    )
+
+
+def pack_members(
+    members: Iterable[tuple[str, Path]],
+    dest: BinaryIO,
+    *,
+    threads: int = -1,
+    trailer: tuple[str, bytes] | None = None,
+) -> ArchiveInfo:
+    """Write ``(member name, host path)`` pairs, in the order given, as a deterministic tar+zstd.
+
+    The caller orders the members (parents first) and vouches for the host paths (kiln's caches
+    walk them without following links). ``trailer`` is a last, in-memory file: a cache's manifest,
+    which is only complete once every file has been read. Entries are normalised as in :func:`pack`.
+    """
     hashing = _HashingWriter(dest)
     compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, threads=threads, write_checksum=True)
     files = unpacked = 0
@@ -111,29 +136,41 @@ def pack(root: Path, relpaths: Iterable[str], dest: BinaryIO, *, threads: int = 
         compressor.stream_writer(hashing, closefd=False) as zstd_out,
         tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for relpath in _with_parents(relpaths):
-            info = _tarinfo(root, relpath)
+        for name, full in members:
+            info = _tarinfo(name, full)
             if info is None:
                 continue
             if info.isreg():
-                with open(root / relpath, "rb") as body:
+                with open(full, "rb") as body:
                     tar.addfile(info, body)
                 files += 1
                 unpacked += info.size
             else:
                 tar.addfile(info)
                 files += info.issym()
+        if trailer is not None:
+            info = tarfile.TarInfo(trailer[0])
+            info.size, info.mode, info.mtime = len(trailer[1]), 0o644, CLAMPED_MTIME
+            tar.addfile(info, io.BytesIO(trailer[1]))
     return ArchiveInfo(
         digest=f"sha256:{hashing.sha256.hexdigest()}", size=hashing.size, files=files, unpacked_size=unpacked
     )
 
 
-def unpack(source: BinaryIO, dest: Path, *, max_unpacked_bytes: int = _DEFAULT_MAX_UNPACKED) -> int:
+def unpack(
+    source: BinaryIO,
+    dest: Path,
+    *,
+    max_unpacked_bytes: int = _DEFAULT_MAX_UNPACKED,
+    check: Callable[[tarfile.TarInfo], None] | None = None,
+) -> int:
     """Extract a tar+zstd stream into ``dest`` (which must exist); returns the bytes of file content.
 
     Raises :class:`UnsafeArchive` for any entry the ``data`` filter refuses or when the content
     exceeds ``max_unpacked_bytes``; what was extracted so far is left for the caller to discard
-    (callers extract into a temporary folder and move it into place only on success).
+    (callers extract into a temporary folder and move it into place only on success). ``check``
+    sees every entry first and raises :class:`UnsafeArchive` for what the caller refuses besides
+    (a cache refuses anything outside its own paths).
     """
     total = 0
 
@@ -145,6 +182,8 @@ def unpack(source: BinaryIO, dest: Path, *, max_unpacked_bytes: int = _DEFAULT_M
             raise UnsafeArchive(f"unsafe archive entry refused: absolute path {member.name!r}")
         if member.mode & (stat.S_ISUID | stat.S_ISGID):
             raise UnsafeArchive(f"unsafe archive entry refused: setuid/setgid bit on {member.name!r}")
+        if check is not None:
+            check(member)
         total += member.size
         if total > max_unpacked_bytes:
             raise UnsafeArchive(f"archive unpacks to more than {max_unpacked_bytes} bytes; refused")

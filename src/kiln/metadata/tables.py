@@ -38,6 +38,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "Attempt",
     "Base",
+    "CacheLookup",
     "Entry",
     "Job",
     "JobEvent",
@@ -315,3 +316,36 @@ class Entry(Base):
     producer_attempt_id: Mapped[str | None] = mapped_column(String(26))
     failure: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]]
+
+
+# -- caches (migration 0005) -----------------------------------------------------------------------
+
+
+class CacheLookup(Base):
+    """One restore decision of a job's cache: the key's inputs and what was found.
+
+    ``kiln cache explain`` needs the inputs a job computed even when nothing matched (a miss leaves
+    no entry), and the scopes and trust tier it could read from; ``entries`` holds only what was
+    saved. One row per cache per attempt.
+    """
+
+    __tablename__ = "cache_lookups"
+    __table_args__ = (Index(None, "tenant_id", "job", "name", "created_at"), Index(None, "run_id"))
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    repo: Mapped[str] = mapped_column(String(400))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[str] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"))
+    job: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(400))
+    cache_type: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(600))
+    trust_tier: Mapped[str] = mapped_column(String(20))
+    readable_scopes: Mapped[list[str]]
+    key: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    document: Mapped[dict[str, Any]]
+    outcome: Mapped[str] = mapped_column(String(20))
+    matched_entry_id: Mapped[str | None] = mapped_column(String(26))
+    created_at: Mapped[datetime]

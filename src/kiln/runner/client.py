@@ -201,3 +201,22 @@ class ControlPlaneClient:
         self._request(
             "POST", f"/v1/attempts/{attempt_id}/complete", json=body.model_dump(), headers=self._lease(token)
         )
+
+    # -- caches ------------------------------------------------------------------------------------
+
+    def cache_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        lease_token: str | None = None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """One call of the cache API under ``/v1`` (see :mod:`kiln.caches.remote`); the JSON answer.
+
+        Runners pass their lease token; users call without one. ``None`` for an empty answer.
+        """
+        headers = self._lease(lease_token) if lease_token else {}
+        response = self._request(method, f"/v1{path}", json=json, params=params, headers=headers)
+        return response.json() if response.content else None

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +52,14 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def job_environment(lease: LeaseOut, job: Job, step: Step, rootfs: RootFS) -> dict[str, str]:
+def job_environment(
+    lease: LeaseOut, job: Job, step: Step, rootfs: RootFS, phase_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The complete environment of a step; nothing of the runner's own environment leaks in.
 
-    Later layers win: image defaults, then kiln's context variables, then workflow, job and step
-    ``env``, then secrets (so a typo'd ``env`` can never shadow a secret with a literal).
+    Later layers win: image defaults, then kiln's context variables, then what the phases add
+    (``CCACHE_DIR`` of a compiler cache), then workflow, job and step ``env``, then secrets (so a
+    typo'd ``env`` can never shadow a secret with a literal).
     """
     ctx = lease.context
     env: dict[str, str] = dict(rootfs.env)
@@ -80,6 +83,7 @@ def job_environment(lease: LeaseOut, job: Job, step: Step, rootfs: RootFS) -> di
     )
     if ctx.base_ref:
         env["KILN_BASE_REF"] = ctx.base_ref
+    env.update(phase_env or {})
     env.update(lease.workflow_env)
     env.update(job.env)
     env.update(step.env)
@@ -222,7 +226,9 @@ class JobExecutor:
                         lease.attempt_id, lease.lease_token, index, StepFinishIn(status="skipped")
                     )
                     continue
-                outcome, summary = self._run_step(lease, job, step, index, box, rootfs, shipper, deadline)
+                outcome, summary = self._run_step(
+                    lease, job, step, index, box, rootfs, shipper, deadline, ctx.env
+                )
                 if not outcome.ok:
                     failed = f"step {step.name!r} failed: {summary}"
             if not (heartbeat.lease_lost or heartbeat.cancel_requested):
@@ -244,6 +250,7 @@ class JobExecutor:
         rootfs: RootFS,
         shipper: LogShipper,
         deadline: float,
+        phase_env: Mapping[str, str],
     ) -> tuple[StepOutcome, str]:
         self._client.step_started(lease.attempt_id, lease.lease_token, index, step.name)
         shipper.set_step(index)
@@ -254,7 +261,7 @@ class JobExecutor:
         network = job.network if step.network is None else step.network
         outcome = box.run(
             [*SHELL, step.run],
-            env=job_environment(lease, job, step, rootfs),
+            env=job_environment(lease, job, step, rootfs, phase_env),
             network=network,
             timeout_s=step_timeout,
             output=shipper.write,

@@ -42,6 +42,8 @@ class JobContext:
     """One line into the job's log (masked, shipped to the control plane)."""
     secrets: Mapping[str, str]
     report: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables a phase adds to every step (``CCACHE_DIR`` …); the job's own ``env`` overrides them."""
 
 
 class JobPhase(Protocol):
@@ -52,4 +54,6 @@ class JobPhase(Protocol):
 
 def default_phases() -> list[JobPhase]:
     """The phases every job goes through, in ``before_steps`` order."""
-    return []
+    from kiln.caches.phase import CachePhase  # the cache phase builds on this module's JobContext
+
+    return [CachePhase()]
