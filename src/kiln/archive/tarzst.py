@@ -87,8 +87,9 @@ def _with_parents(paths: Iterable[str]) -> list[str]:
     return sorted(entries)
 
 
-def _tarinfo(name: str, full: Path) -> tarfile.TarInfo | None:
+def _tarinfo(name: str, full: Path, *, keep_modes: bool = False) -> tarfile.TarInfo | None:
     st = full.lstat()
+    kept = stat.S_IMODE(st.st_mode) & 0o777  # never setuid, setgid or sticky
     info = tarfile.TarInfo(name)
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -99,11 +100,11 @@ def _tarinfo(name: str, full: Path) -> tarfile.TarInfo | None:
         info.mode = 0o777
     elif stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE
-        info.mode = 0o755
+        info.mode = kept if keep_modes else 0o755
     elif stat.S_ISREG(st.st_mode):
         info.type = tarfile.REGTYPE
         info.size = st.st_size
-        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+        info.mode = kept if keep_modes else (0o755 if st.st_mode & 0o111 else 0o644)
     else:  # sockets, fifos, devices have no place in a source tree or a cache
         return None
     return info
@@ -122,12 +123,15 @@ def pack_members(
     *,
     threads: int = -1,
     trailer: tuple[str, bytes] | None = None,
+    keep_modes: bool = False,
 ) -> ArchiveInfo:
     """Write ``(member name, host path)`` pairs, in the order given, as a deterministic tar+zstd.
 
     The caller orders the members (parents first) and vouches for the host paths (kiln's caches
     walk them without following links). ``trailer`` is a last, in-memory file: a cache's manifest,
-    which is only complete once every file has been read. Entries are normalised as in :func:`pack`.
+    which is only complete once every file has been read. Entries are normalised as in :func:`pack`,
+    except that ``keep_modes`` keeps the permission bits of files and folders as they are (an
+    artifact hands a job's outputs on exactly; setuid, setgid and sticky bits are still dropped).
     """
     hashing = _HashingWriter(dest)
     compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, threads=threads, write_checksum=True)
@@ -137,7 +141,7 @@ def pack_members(
         tarfile.open(fileobj=zstd_out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
     ):
         for name, full in members:
-            info = _tarinfo(name, full)
+            info = _tarinfo(name, full, keep_modes=keep_modes)
             if info is None:
                 continue
             if info.isreg():
