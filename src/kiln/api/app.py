@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kiln import __version__
 from kiln.api.plane import ControlPlane
-from kiln.api.routes import caches, health, runners, runs, sources
+from kiln.api.routes import blobs, caches, health, runners, runs, sources
 from kiln.errors import KilnError, Unauthorized, WorkflowInvalid
 
 __all__ = ["create_app"]
@@ -44,6 +44,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return JSONResponse(status_code=exc.http_status, content=_error_body(exc))
 
     app.include_router(health.router)
-    for module in (runs, runners, sources, caches):
+    for module in (runs, runners, sources, caches, blobs):
         app.include_router(module.router, prefix="/v1", dependencies=[Depends(authorize)])
+    # A signed grant URL is its own authorization, like a presigned S3 URL: no API token.
+    app.include_router(blobs.grant_router)
     return app

@@ -14,6 +14,7 @@ from pathlib import Path
 from kiln.metadata.db import Database
 from kiln.scheduler import Scheduler
 from kiln.storage import BlobStore, open_blob_store
+from kiln.storage.policy import BlobPolicy
 
 __all__ = ["ControlPlane", "SecretVault", "open_control_plane"]
 
@@ -51,6 +52,12 @@ class ControlPlane:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))  # uploads land here first
     api_token: str | None = None  # when set, every request must carry it as a bearer token
     secrets: SecretVault = field(default_factory=SecretVault)
+    blob_policy: BlobPolicy = field(default_factory=BlobPolicy)  # grant and upload-session lifetimes
+
+    @property
+    def db(self) -> Database:
+        """The metadata database."""
+        return self.scheduler.db
 
 
 def open_control_plane(

@@ -49,6 +49,7 @@ __all__ = [
     "Step",
     "Tenant",
     "UTCDateTime",
+    "UploadSession",
 ]
 
 
@@ -349,3 +350,38 @@ class CacheLookup(Base):
     outcome: Mapped[str] = mapped_column(String(20))
     matched_entry_id: Mapped[str | None] = mapped_column(String(26))
     created_at: Mapped[datetime]
+
+
+# -- blob upload sessions (migration 0003) ---------------------------------------------------------
+
+
+class UploadSession(Base):
+    """One blob upload a runner does through grants: the control plane's journal of it.
+
+    ``upload_id`` is the store's multipart upload (None for a single put, and for an upload that
+    found the blob already stored). While ``open`` the session holds a lease that the holder's calls
+    extend; the janitor aborts an open session whose lease expired and whose attempt is no longer
+    running, together with its multipart upload. Queries live in ``kiln.metadata.uploads``.
+    """
+
+    __tablename__ = "upload_sessions"
+    __table_args__ = (
+        UniqueConstraint("upload_id"),
+        Index(None, "state", "lease_expires_at"),
+        Index(None, "digest"),
+        Index(None, "tenant_id", "digest"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    upload_id: Mapped[str | None] = mapped_column(String(400))
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(20))  # "open" | "completed" | "aborted"
+    outcome: Mapped[str | None] = mapped_column(String(20))  # "created" | "existed" once completed
+    lease_expires_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(26))  # the attempt that opened it
+    held_by: Mapped[str] = mapped_column(String(26))  # the attempt that holds it now (a resume moves it)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -18,6 +18,16 @@ from typing import Any
 import httpx
 
 from kiln import errors
+from kiln.api.blob_models import (
+    DownloadGrantIn,
+    DownloadGrantOut,
+    PartGrantsIn,
+    PartGrantsOut,
+    UploadCompleteIn,
+    UploadCompleteOut,
+    UploadStartIn,
+    UploadStartOut,
+)
 from kiln.api.models import (
     CompleteIn,
     HeartbeatOut,
@@ -220,3 +230,42 @@ class ControlPlaneClient:
         headers = self._lease(lease_token) if lease_token else {}
         response = self._request(method, f"/v1{path}", json=json, params=params, headers=headers)
         return response.json() if response.content else None
+
+    # -- blobs (through grants; see kiln.runner.blobs) ----------------------------------------------
+
+    def start_blob_upload(self, attempt_id: str, token: str, body: UploadStartIn) -> UploadStartOut:
+        """Open (or resume) an upload session, or learn that the blob is already stored."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads"
+        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
+        return UploadStartOut.model_validate(response.json())
+
+    def blob_part_grants(
+        self, attempt_id: str, token: str, session_id: str, part_numbers: list[int]
+    ) -> PartGrantsOut:
+        """Fresh grants for parts of an upload session (or its single PUT)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/grants"
+        body = PartGrantsIn(part_numbers=part_numbers).model_dump()
+        return PartGrantsOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )
+
+    def complete_blob_upload(
+        self, attempt_id: str, token: str, session_id: str, body: UploadCompleteIn
+    ) -> UploadCompleteOut:
+        """Have the control plane complete the upload and check the stored blob (safe to repeat)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/complete"
+        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
+        return UploadCompleteOut.model_validate(response.json())
+
+    def abort_blob_upload(self, attempt_id: str, token: str, session_id: str) -> None:
+        """Abort an upload session (safe to repeat)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/abort"
+        self._request("POST", url, headers=self._lease(token))
+
+    def blob_download_grant(self, attempt_id: str, token: str, digest: str) -> DownloadGrantOut:
+        """A GET grant for one blob (BlobNotFound if it is not stored or not the tenant's)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/download"
+        body = DownloadGrantIn(digest=digest).model_dump()
+        return DownloadGrantOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )

@@ -104,6 +104,11 @@ class Scheduler:
         self._retry = RetryPolicy(max_attempts=max_attempts)
 
     @property
+    def db(self) -> Database:
+        """The metadata database (the blob endpoints record upload sessions in it)."""
+        return self._db
+
+    @property
     def lease_ttl_s(self) -> float:
         """How long a lease lasts without a heartbeat, in seconds."""
         return self._lease_ttl.total_seconds()

@@ -215,6 +215,13 @@ class BlobStore(Protocol):
         """Return the headers the holder of a grant URL must send with its request."""
         ...
 
+    def grant_part_url(self, upload_id: str, part_number: int, expires_s: int) -> str:
+        """Return a URL that lets its holder PUT exactly this part of this upload for ``expires_s`` seconds.
+
+        The holder sends the part's ``Content-MD5``; the answer carries the part's ETag.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections and other resources."""
         ...

@@ -4,6 +4,10 @@ A grant lets its holder GET or PUT exactly one blob until ``expires_at``. The co
 the URL to a runner, and later checks it with :func:`verify_url` when the runner calls back. The
 signature covers the method, the digest and the expiry, so a grant for one object never opens
 another, and changing the expiry breaks it. The S3 backend uses real presigned URLs instead.
+
+A *part* grant (:func:`part_grant_url`, :func:`verify_part_url`) lets its holder upload exactly one
+part number of exactly one multipart upload, the HMAC counterpart of a presigned UploadPart URL.
+Its message has a different first field, so no token can be replayed as the other kind.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from kiln.errors import Unauthorized
 from kiln.storage.base import GrantMethod
 from kiln.storage.digests import BLOB_DIR, digest_from_hex, digest_to_hex
 
-__all__ = ["grant_url", "sign", "verify", "verify_url"]
+__all__ = ["grant_url", "part_grant_url", "sign", "sign_part", "verify", "verify_part_url", "verify_url"]
 
 _PATH_RE = re.compile(r"/" + re.escape(BLOB_DIR) + r"/([0-9a-f]{64})$")
+# Upload ids are "<hex digest>.<backend id>"; the backend id of the HMAC backends is hex too.
+_PART_PATH_RE = re.compile(r"/uploads/([0-9a-f]{64}\.[0-9A-Za-z_-]{1,200})/parts/([0-9]{1,5})$")
 _METHODS = ("GET", "PUT")
 
 
@@ -40,10 +46,18 @@ def sign(method: GrantMethod, digest: str, expires_at: int, secret: bytes) -> st
     """
     if method not in _METHODS:
         raise ValueError(f"grant method must be GET or PUT, not {method!r}")
+    return _mac(secret, f"kiln-grant-v1\n{method}\n{digest_to_hex(digest)}\n{int(expires_at)}")
+
+
+def sign_part(upload_id: str, part_number: int, expires_at: int, secret: bytes) -> str:
+    """Return the hex HMAC-SHA256 token granting a PUT of one part of one upload until ``expires_at``."""
+    return _mac(secret, f"kiln-part-grant-v1\nPUT\n{upload_id}\n{int(part_number)}\n{int(expires_at)}")
+
+
+def _mac(secret: bytes, message: str) -> str:
     if len(secret) < 16:
         raise ValueError("grant secret must be at least 16 bytes")
-    message = f"kiln-grant-v1\n{method}\n{digest_to_hex(digest)}\n{int(expires_at)}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
 
 
 def verify(token: str, method: str, digest: str, expires_at: int, secret: bytes, *, now: float) -> None:
@@ -83,14 +97,47 @@ def verify_url(url: str, method: str, secret: bytes, *, now: float) -> str:
     """
     parts = urlsplit(url)
     match = _PATH_RE.search(parts.path)
-    query = parse_qs(parts.query)
-    try:
-        expires_at = int(query["expires"][0])
-        token = query["sig"][0]
-    except (KeyError, IndexError, ValueError):
-        raise Unauthorized("the blob grant URL is malformed") from None
+    expires_at, token = _expiry_and_token(parts.query)
     if match is None:
         raise Unauthorized("the blob grant URL does not name a blob")
     digest = digest_from_hex(match.group(1))
     verify(token, method, digest, expires_at, secret, now=now)
     return digest
+
+
+def part_grant_url(base_url: str, upload_id: str, part_number: int, expires_at: int, secret: bytes) -> str:
+    """Return ``<base_url>/uploads/<upload_id>/parts/<n>?expires=<t>&sig=<token>``."""
+    token = sign_part(upload_id, part_number, expires_at, secret)
+    path = f"{base_url.rstrip('/')}/uploads/{upload_id}/parts/{int(part_number)}"
+    return f"{path}?expires={int(expires_at)}&sig={token}"
+
+
+def verify_part_url(url: str, method: str, secret: bytes, *, now: float) -> tuple[str, int]:
+    """Check a part grant URL presented with an HTTP ``method``; return ``(upload_id, part_number)``.
+
+    Raises
+    ------
+    Unauthorized
+        If the URL is malformed, expired, not a PUT, or not signed for this upload and part.
+    """
+    parts = urlsplit(url)
+    match = _PART_PATH_RE.search(parts.path)
+    expires_at, token = _expiry_and_token(parts.query)
+    if match is None:
+        raise Unauthorized("the part grant URL does not name an upload part")
+    if method != "PUT":
+        raise Unauthorized(f"a part grant covers PUT, not {method}")
+    if now >= expires_at:
+        raise Unauthorized("the part grant has expired")
+    upload_id, part_number = match.group(1), int(match.group(2))
+    if not hmac.compare_digest(sign_part(upload_id, part_number, expires_at, secret), token):
+        raise Unauthorized("the part grant does not cover this request")
+    return upload_id, part_number
+
+
+def _expiry_and_token(query_string: str) -> tuple[int, str]:
+    query = parse_qs(query_string)
+    try:
+        return int(query["expires"][0]), query["sig"][0]
+    except (KeyError, IndexError, ValueError):
+        raise Unauthorized("the blob grant URL is malformed") from None

@@ -449,6 +449,25 @@ class S3BlobStore:
         )
         return url
 
+    def grant_part_url(self, upload_id: str, part_number: int, expires_s: int) -> str:
+        """A SigV4 presigned UploadPart URL for exactly this part of this upload.
+
+        The holder sends ``Content-MD5`` (unsigned, so the URL can be made before the part is
+        read); the server still refuses a part whose bytes do not match it.
+        """
+        check_part_number(part_number)
+        hex_digest, raw_id = split_upload_id(upload_id)
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key_for_hex(hex_digest),
+            "UploadId": raw_id,
+            "PartNumber": part_number,
+        }
+        url: str = self._control.generate_presigned_url(
+            "upload_part", Params=params, ExpiresIn=int(expires_s)
+        )
+        return url
+
     def grant_headers(self, digest: str, method: GrantMethod) -> Mapping[str, str]:
         """The signed headers a PUT grant's holder must send (none for GET)."""
         headers: dict[str, str] = {}
