@@ -23,7 +23,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from kiln.errors import BlobNotFound, Conflict, IntegrityError, NotFound, UploadNotFound, UsageError
+from kiln.errors import (
+    BlobNotFound,
+    Conflict,
+    DigestMismatch,
+    IntegrityError,
+    NotFound,
+    UploadNotFound,
+    UsageError,
+)
 from kiln.metadata import uploads
 from kiln.metadata.db import Database
 from kiln.metadata.leases import hold_lease
@@ -227,6 +235,8 @@ class BlobSessions:
             outcome = uploads.EXISTED if written is WriteOutcome.EXISTED else uploads.CREATED
         else:
             outcome = uploads.EXISTED if existed else uploads.CREATED
+            if outcome == uploads.CREATED and not self._store.capabilities.server_verifies_sha256:
+                self._verify_put(record.digest)
         stored = self._stored_size(record.digest)
         if stored is None:
             raise BlobNotFound(
@@ -310,6 +320,21 @@ class BlobSessions:
             return self._store.stat(digest)
         except BlobNotFound:
             return None
+
+    def _verify_put(self, digest: str) -> None:
+        """Read back a blob PUT through a grant to a server that does not check sha256 itself.
+
+        Without this, a grant holder could store other bytes under the digest, and every later
+        upload of the real blob would find it "already stored". Only single puts come here (small
+        blobs); readers verify every blob again anyway.
+        """
+        try:
+            with self._store.open(digest) as reader:
+                while reader.read(1024 * 1024):
+                    pass
+        except DigestMismatch:
+            self._store.delete(digest)
+            raise
 
     def _blob_grant(self, digest: str, method: GrantMethod) -> Granted:
         ttl = self.policy.grant_ttl_s

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
@@ -22,12 +23,27 @@ from kiln.errors import Unauthorized
 from kiln.storage.base import GrantMethod
 from kiln.storage.digests import BLOB_DIR, digest_from_hex, digest_to_hex
 
-__all__ = ["grant_url", "part_grant_url", "sign", "sign_part", "verify", "verify_part_url", "verify_url"]
+__all__ = [
+    "expiry",
+    "grant_url",
+    "part_grant_url",
+    "sign",
+    "sign_part",
+    "verify",
+    "verify_part_url",
+    "verify_url",
+]
 
 _PATH_RE = re.compile(r"/" + re.escape(BLOB_DIR) + r"/([0-9a-f]{64})$")
 # Upload ids are "<hex digest>.<backend id>"; the backend id of the HMAC backends is hex too.
 _PART_PATH_RE = re.compile(r"/uploads/([0-9a-f]{64}\.[0-9A-Za-z_-]{1,200})/parts/([0-9]{1,5})$")
 _METHODS = ("GET", "PUT")
+
+
+def expiry(now: float, expires_s: float) -> int:
+    """The whole second a grant made at ``now`` for ``expires_s`` seconds expires: rounded up, so it
+    lasts at least what was asked (signatures hold whole seconds)."""
+    return math.ceil(now + expires_s)
 
 
 def sign(method: GrantMethod, digest: str, expires_at: int, secret: bytes) -> str:

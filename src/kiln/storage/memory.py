@@ -236,13 +236,13 @@ class MemoryBlobStore:
 
     def grant_url(self, digest: str, method: GrantMethod, expires_s: int) -> str:
         """Return an HMAC-signed URL for the control plane to serve (see ``grants``)."""
-        expires_at = int(self._clock()) + int(expires_s)
+        expires_at = grants.expiry(self._clock(), expires_s)
         return grants.grant_url(self._grant_base_url, method, digest, expires_at, self.grant_secret)
 
     def grant_part_url(self, upload_id: str, part_number: int, expires_s: int) -> str:
         """Return an HMAC-signed URL for one part, for the control plane's part endpoint to serve."""
         check_part_number(part_number)
-        expires_at = int(self._clock()) + int(expires_s)
+        expires_at = grants.expiry(self._clock(), expires_s)
         return grants.part_grant_url(
             self._grant_base_url, upload_id, part_number, expires_at, self.grant_secret
         )

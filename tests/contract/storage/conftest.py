@@ -117,7 +117,7 @@ def _s3_corrupter(server: SeaweedFS, prefix: str) -> Callable[[str, bytes], None
 
 
 def _hmac_fetcher(store: MemoryBlobStore | LocalBlobStore) -> GrantFetcher:
-    """Play the control plane's blob endpoint: check the grant, then serve or store the blob."""
+    """Play the control plane's blob endpoints: check the grant, then serve or store the blob (or part)."""
     from kiln.errors import DigestMismatch, Unauthorized
     from kiln.storage import grants
 
@@ -129,8 +129,16 @@ def _hmac_fetcher(store: MemoryBlobStore | LocalBlobStore) -> GrantFetcher:
         *,
         later_s: float = 0,
     ) -> tuple[int, bytes]:
+        now = time.time() + later_s
+        if "/uploads/" in url:
+            try:
+                upload_id, part_number = grants.verify_part_url(url, method, store.grant_secret, now=now)
+            except Unauthorized:
+                return 403, b""
+            assert body is not None
+            return 200, store.upload_part(upload_id, part_number, body).encode()
         try:
-            digest = grants.verify_url(url, method, store.grant_secret, now=time.time() + later_s)
+            digest = grants.verify_url(url, method, store.grant_secret, now=now)
         except Unauthorized:
             return 403, b""
         if method == "GET":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -460,3 +461,30 @@ def test_an_expired_grant_is_refused(backend: Backend) -> None:
     assert backend.fetch_grant(url, "GET")[0] == 200
     # SigV4 expiry has one-second resolution, so the S3 case really waits; HMAC grants move a clock.
     assert backend.fetch_grant(url, "GET", later_s=2.1)[0] == 403
+
+
+def test_a_part_grant_opens_its_part_of_its_upload_and_nothing_else(backend: Backend) -> None:
+    store = backend.store
+    data = os.urandom(6 * MIB)
+    digest = digest_bytes(data)
+    first, second = data[: 5 * MIB], data[5 * MIB :]
+    upload_id = store.create_upload(digest, len(data), 5 * MIB)
+    other_upload = store.create_upload(digest, len(data), 5 * MIB)
+    md5 = {"Content-MD5": base64.b64encode(hashlib.md5(first).digest()).decode()}
+    url = store.grant_part_url(upload_id, 1, 60)
+
+    # Another part number, or another upload, under the same signature: refused.
+    as_part_2 = url.replace("partNumber=1", "partNumber=2").replace("/parts/1?", "/parts/2?")
+    assert backend.fetch_grant(as_part_2, "PUT", first, md5)[0] == 403
+    _, _, raw_id = upload_id.partition(".")
+    _, _, other_raw = other_upload.partition(".")
+    assert backend.fetch_grant(url.replace(raw_id, other_raw), "PUT", first, md5)[0] == 403
+    short = store.grant_part_url(upload_id, 1, 1)
+    assert backend.fetch_grant(short, "PUT", first, md5, later_s=2.1)[0] == 403  # expired
+    assert store.list_parts(upload_id) == []
+
+    assert backend.fetch_grant(url, "PUT", first, md5)[0] == 200
+    assert store.list_parts(upload_id) == [PartEntry(1, 5 * MIB, hashlib.md5(first).hexdigest())]
+    store.upload_part(upload_id, 2, second)
+    assert store.complete_upload(upload_id, store.list_parts(upload_id)) is WriteOutcome.CREATED
+    store.abort_upload(other_upload)

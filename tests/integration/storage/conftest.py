@@ -28,5 +28,7 @@ def plane(request: pytest.FixtureRequest, tmp_path: Path, blob_policy: BlobPolic
     store_kind, db_kind = request.param
     store_url, options = make_store(store_kind, tmp_path, request)
     database_url = make_database(db_kind, tmp_path, request)
-    with running_plane(database_url, store_kind, store_url, options, tmp_path / "plane-spool", blob_policy) as served:
+    with running_plane(
+        database_url, store_kind, store_url, options, tmp_path / "plane-spool", blob_policy
+    ) as served:
         yield served

@@ -88,10 +88,14 @@ class Plane:
         client: ControlPlaneClient | None = None,
         config: TransferConfig = PATIENT,
     ) -> RemoteBlobs:
-        return RemoteBlobs(client or self.client(), leased.attempt_id, leased.lease_token, spool, config=config)
+        return RemoteBlobs(
+            client or self.client(), leased.attempt_id, leased.lease_token, spool, config=config
+        )
 
 
-def make_store(kind: str, root: Path, request: pytest.FixtureRequest, **query: str) -> tuple[str, dict[str, str]]:
+def make_store(
+    kind: str, root: Path, request: pytest.FixtureRequest, **query: str
+) -> tuple[str, dict[str, str]]:
     """An empty store of ``kind``: its URL and the options ``open_blob_store`` needs."""
     if kind == "file":
         return (root / "store").as_uri() + "?fsync=0", {}

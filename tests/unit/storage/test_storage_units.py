@@ -1,8 +1,6 @@
 """Pure tests of the storage pieces around the backends: no network, no real time.
 
-These are unit tests (``tests/unit/storage/`` is their natural home); they live beside the contract
-suite because this change owns only the storage test directories. Transfers run against
-``MemoryBlobStore`` wrapped to fail on a schedule, with injected ``sleep``.
+Transfers run against ``MemoryBlobStore`` wrapped to fail on a schedule, with injected ``sleep``.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from kiln.storage import (
 )
 from kiln.storage.digests import digest_bytes
 from kiln.storage.memory import MemoryBlobStore
+from kiln.storage.policy import BlobPolicy
 from kiln.storage.registry import registry
 from kiln.storage.s3_errors import translate
 from kiln.storage.throttle import Throttle
@@ -278,6 +277,44 @@ def test_grant_urls_round_trip_and_refuse_tampering() -> None:
     for bad in [url.replace("expires=1000", "expires=9999"), url.split("&sig=")[0], "http://kiln/elsewhere"]:
         with pytest.raises(Unauthorized):
             grants.verify_url(bad, "GET", SECRET, now=10)
+
+
+def test_a_part_grant_covers_one_part_of_one_upload_until_it_expires() -> None:
+    upload_id = "ab" * 32 + ".00112233aabbccdd"
+    url = grants.part_grant_url("", upload_id, 3, 1_000, SECRET)
+
+    assert url.startswith(f"/uploads/{upload_id}/parts/3?")
+    assert grants.verify_part_url(url, "PUT", SECRET, now=999) == (upload_id, 3)
+    other_upload = "cd" * 32 + ".00112233aabbccdd"
+    for bad in [
+        url.replace("/parts/3?", "/parts/4?"),
+        url.replace(upload_id, other_upload),
+        url.replace("expires=1000", "expires=9999"),
+        url.split("&sig=")[0],
+    ]:
+        with pytest.raises(Unauthorized):
+            grants.verify_part_url(bad, "PUT", SECRET, now=999)
+    with pytest.raises(Unauthorized, match="PUT"):
+        grants.verify_part_url(url, "GET", SECRET, now=999)
+    with pytest.raises(Unauthorized, match="expired"):
+        grants.verify_part_url(url, "PUT", SECRET, now=1_000)
+    # A part token is no blob token, whatever it is presented as.
+    token = url.split("sig=")[1]
+    with pytest.raises(Unauthorized):
+        grants.verify(token, "PUT", "sha256:" + "ab" * 32, 1_000, SECRET, now=999)
+
+
+def test_a_grant_lasts_at_least_what_was_asked() -> None:
+    assert grants.expiry(100.2, 1) == 102
+    assert grants.expiry(100.0, 1) == 101
+
+
+def test_a_blob_policy_keeps_blobs_longer_than_upload_sessions() -> None:
+    BlobPolicy()  # the defaults are consistent
+    with pytest.raises(UsageError, match="blob_grace_s"):
+        BlobPolicy(upload_lease_s=3600, blob_grace_s=60)
+    with pytest.raises(UsageError, match="grant_ttl_s"):
+        BlobPolicy(grant_ttl_s=0)
 
 
 # -- registry and URLs -----------------------------------------------------------------------------
