@@ -29,6 +29,11 @@ _CHUNK = 1 << 20
 class UnsafePath(Exception):
     """A path passes through a symbolic link (or is not what it should be) on the host."""
 
+    def __init__(self, relpath: str, reason: str) -> None:
+        super().__init__(f"{relpath} {reason}")
+        self.relpath = relpath
+        self.reason = reason
+
 
 @dataclass(frozen=True)
 class FileFact:
@@ -114,7 +119,7 @@ def safe_path(root: Path, relpath: str) -> Path:
     current = root
     parts = [p for p in relpath.split("/") if p and p != "."]
     if ".." in parts:
-        raise UnsafePath(f"{relpath!r} contains `..`")
+        raise UnsafePath(relpath, "contains `..`")
     for index, part in enumerate(parts):
         current = current / part
         try:
@@ -122,11 +127,9 @@ def safe_path(root: Path, relpath: str) -> Path:
         except FileNotFoundError:
             return root.joinpath(*parts)
         if stat.S_ISLNK(st.st_mode):
-            shown = "/".join(parts[: index + 1])
-            raise UnsafePath(f"{shown} is a symbolic link")
+            raise UnsafePath("/".join(parts[: index + 1]), "is a symbolic link")
         if index < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-            shown = "/".join(parts[: index + 1])
-            raise UnsafePath(f"{shown} is not a directory")
+            raise UnsafePath("/".join(parts[: index + 1]), "is not a directory")
     return current
 
 

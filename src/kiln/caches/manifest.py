@@ -43,8 +43,18 @@ class CacheRoot:
     host_relpath: str  # "build", "root/.cache/pip"
 
     def host_path(self) -> Path:
-        """The folder on the host, after checking that no part of the way is a link."""
-        return safe_path(self.host_base, self.host_relpath)
+        """The folder on the host, after checking that no part of the way is a link.
+
+        Raises
+        ------
+        UnsafePath
+            Naming the path as the job sees it (``/workspace/build is a symbolic link``).
+        """
+        try:
+            return safe_path(self.host_base, self.host_relpath)
+        except UnsafePath as exc:
+            inside = "/" + self.member[: len(self.member) - len(self.host_relpath)] + exc.relpath
+            raise UnsafePath(inside, exc.reason) from None
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,11 @@ class Manifest:
     def unpacked_bytes(self) -> int:
         return sum(e.size for e in self.entries)
 
-    def content_digest(self, volatile: Callable[[str], bool] = lambda _path: False) -> str:
+    def content_digest(self, volatile: Callable[[ManifestEntry], bool] = lambda _entry: False) -> str:
         """``sha256:`` over every entry but the ``volatile`` ones: equal content, equal digest."""
         sha = hashlib.sha256(MANIFEST_FORMAT.encode() + b"\n")
         for entry in self.entries:
-            if volatile(entry.path):
+            if volatile(entry):
                 continue
             line = [
                 entry.path,
@@ -123,7 +133,7 @@ def scan_roots(roots: Sequence[CacheRoot], scanner: SecretScanner) -> ScanResult
         try:
             base = root.host_path()
         except UnsafePath as exc:
-            unsafe.append(f"{root.logical}: {exc}")
+            unsafe.append(f"{exc} (cache path {root.logical})")
             continue
         try:
             top = base.lstat()

@@ -33,13 +33,14 @@ from kiln.caches.archive import pack_cache, restore_cache
 from kiln.caches.ccache import CcacheCounters, ccache_env, is_volatile, read_counters
 from kiln.caches.files import UnsafePath
 from kiln.caches.keys import KilnInputs, collect_files, current_platform, key_document, key_of, version_of
-from kiln.caches.manifest import CacheRoot, scan_roots
+from kiln.caches.manifest import CacheRoot, ManifestEntry, scan_roots
 from kiln.caches.remote import AttemptCaches
 from kiln.caches.secretscan import SecretScanner
-from kiln.errors import DigestMismatch, IntegrityError, JobError, KilnError, LeaseLost, StorageUnavailable
+from kiln.errors import DigestMismatch, IntegrityError, JobError, KilnError, LeaseLost
 from kiln.runner.executor import job_environment
 from kiln.runner.phases import JobContext
 from kiln.sandbox import WORKSPACE
+from kiln.sandbox.base import format_size
 from kiln.spec import Step
 from kiln.spec.caches import Cache, sandbox_path
 
@@ -63,19 +64,16 @@ class BlobTransfer(Protocol):
 
 def remote_transfer(ctx: JobContext) -> BlobTransfer:
     """Blob transfer through the control plane's per-object grants (``kiln.runner.blobs``)."""
-    try:
-        from kiln.runner.blobs import RemoteBlobs  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise StorageUnavailable("this runner has no blob transfer (kiln.runner.blobs)") from exc
-    blobs = RemoteBlobs(ctx.client, ctx.lease.attempt_id, ctx.lease.lease_token, ctx.spool_dir / "blobs")
+    from kiln.runner.blobs import RemoteBlobs
+
+    blobs = RemoteBlobs(ctx.client, ctx.lease.attempt_id, ctx.lease.lease_token, ctx.spool_dir)
 
     class _Remote:
         def upload(self, path: Path, *, digest: str, size: int) -> int:
-            result = blobs.upload(path, digest=digest, size=size)
-            return 0 if getattr(result, "existed", False) else size
+            return blobs.upload(path, digest=digest, size=size).bytes_sent
 
         def download(self, digest: str, dest: Path) -> int:
-            return int(blobs.download(digest, dest))
+            return blobs.download(digest, dest)
 
     return _Remote()
 
@@ -92,10 +90,6 @@ class _Tracked:
     counters: CcacheCounters | None = None
     problem: str | None = None  # why the cache is not used at all (its key could not be made)
     notes: list[str] = field(default_factory=list)
-
-
-def _mib(size: int) -> str:
-    return f"{size / 1024 / 1024:.1f} MiB"
 
 
 def _short(digest: str | None) -> str:
@@ -268,8 +262,8 @@ class CachePhase:
         self._say(
             ctx,
             tracked,
-            f"{how} from {entry.scope}: {restored.files} file(s), {_mib(restored.manifest.unpacked_bytes)} "
-            f"in {report['restore_s']:.2f}s",
+            f"{how} from {entry.scope}: {restored.files} file(s), "
+            f"{format_size(restored.manifest.unpacked_bytes)} in {report['restore_s']:.2f}s",
         )
         return None
 
@@ -357,7 +351,7 @@ class CachePhase:
             report["save"] = "skipped"
             self._say(ctx, tracked, "save skipped (nothing at the cache paths)")
             return None
-        volatile = _volatile(tracked) if cache.type == "compiler" else (lambda _p: False)
+        volatile = _volatile(tracked) if cache.type == "compiler" else (lambda _entry: False)
         content = scan.manifest.content_digest(volatile)
         restored = tracked.restored
         if restored is not None and report["restore"] == "hit" and restored.content_digest == content:
@@ -443,7 +437,8 @@ class CachePhase:
 def _save_line(report: dict[str, Any]) -> str:
     if report["save"] == "saved":
         packed, sent = report.get("saved_archive_bytes", 0), report.get("uploaded_bytes", 0)
-        return f"saved {_mib(report['saved_bytes'])} ({_mib(packed)} packed, {_mib(sent)} uploaded)"
+        saved = format_size(report["saved_bytes"])
+        return f"saved {saved} ({format_size(packed)} packed, {format_size(sent)} uploaded)"
     if report["save"] == "unchanged":
         return "unchanged: same content as the entry restored, nothing uploaded"
     return "lost-race: another run committed this key first; its entry stays"
@@ -457,11 +452,13 @@ def _root(ctx: JobContext, logical: str) -> CacheRoot:
     return CacheRoot(logical, member, ctx.sandbox.host_path("/"), member)
 
 
-def _volatile(tracked: _Tracked) -> Callable[[str], bool]:
-    """ccache's bookkeeping files of the cache's ccache folder (its first path)."""
+def _volatile(tracked: _Tracked) -> Callable[[ManifestEntry], bool]:
+    """ccache's bookkeeping in the cache's ccache folder (its first path): counters, temporary and
+    lock files, and folders, which ccache creates for its counters alone."""
     prefix = tracked.roots[0].member + "/"
 
-    def volatile(member: str) -> bool:
-        return member.startswith(prefix) and is_volatile(member[len(prefix) :])
+    def volatile(entry: ManifestEntry) -> bool:
+        inside = entry.path.startswith(prefix)
+        return inside and (entry.kind == "dir" or is_volatile(entry.path[len(prefix) :]))
 
     return volatile

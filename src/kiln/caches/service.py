@@ -36,7 +36,15 @@ from kiln.caches import wire
 from kiln.caches.archive import CachePath, inspect_archive
 from kiln.caches.keys import canonical_json, differences, flatten, input_order
 from kiln.caches.scopes import CacheScope, scope_of
-from kiln.errors import Conflict, IntegrityError, KilnError, NotFound, StorageUnavailable, UsageError
+from kiln.errors import (
+    Conflict,
+    DigestMismatch,
+    IntegrityError,
+    KilnError,
+    NotFound,
+    StorageUnavailable,
+    UsageError,
+)
 from kiln.metadata import cache_lookups, entries, jobs, leases, runs
 from kiln.metadata.db import Database
 from kiln.metadata.entries import EntryRecord
@@ -323,7 +331,7 @@ class CacheService:
             if entry.kind != KIND or not attempt.scope.may_read(entry.scope, entry.trust_tier):
                 raise NotFound(f"no cache entry {entry_id} readable by attempt {attempt_id}")
             cache_lookups.set_outcome(session, attempt_id=attempt_id, name=body.name, outcome="corrupt")
-        problem = self._verify(entry)
+        problem, damaged = self._verify(entry)
         if problem is None:
             return wire.CorruptOut(
                 quarantined=False,
@@ -331,6 +339,10 @@ class CacheService:
             )
         with self._db.session() as session:
             entries.set_status(session, [entry_id], entries.DELETED, reason=f"quarantined: {problem}")
+        if damaged and entry.digest is not None:
+            # The bytes at this address are not the blob it names: remove them, so that the next
+            # save of the same content uploads it again instead of finding "already stored".
+            self._blobs.delete(entry.digest)
         logger.warning(
             "Cache entry %s quarantined: %s",
             entry_id,
@@ -339,22 +351,27 @@ class CacheService:
         )
         return wire.CorruptOut(quarantined=True, message=f"entry {entry_id} quarantined: {problem}")
 
-    def _verify(self, entry: EntryRecord) -> str | None:
-        """None if the entry's blob is whole and its archive passes the restore's checks."""
+    def _verify(self, entry: EntryRecord) -> tuple[str | None, bool]:
+        """``(problem, damaged)``: no problem if the blob is whole and passes the restore's checks;
+        ``damaged`` if the stored bytes are not the blob their digest names (or cannot be read)."""
         if entry.digest is None:
-            return "it has no blob"
+            return "it has no blob", False
         paths = [CachePath(p, sandbox_path(p).lstrip("/")) for p in entry.meta.get("paths", [])]
         limit = int(entry.meta.get("unpacked_bytes") or 0)
         try:
             with self._blobs.open(entry.digest) as reader:
-                inspect_archive(reader, paths, max_unpacked_bytes=limit)  # type: ignore[arg-type]
-                while reader.read(1 << 20):
-                    pass  # the reader verifies the digest once the last byte is read
+                try:
+                    inspect_archive(reader, paths, max_unpacked_bytes=limit)  # type: ignore[arg-type]
+                finally:
+                    while reader.read(1 << 20):
+                        pass  # the reader verifies the digest once the last byte is read
+        except DigestMismatch as exc:
+            return exc.message, True
         except (UnsafeArchive, IntegrityError) as exc:
-            return exc.message
+            return exc.message, False
         except KilnError as exc:
-            return f"its blob cannot be read: {exc.message}"
-        return None
+            return f"its blob cannot be read: {exc.message}", True
+        return None, False
 
     # -- users ------------------------------------------------------------------------------------
 
@@ -428,7 +445,12 @@ def _explain(
 ) -> wire.ExplainOut:
     readable = set(lookup.readable_scopes)
     reader = scope_of_lookup(lookup)
-    same_type = [e for e in candidates if e.meta.get("type") == lookup.cache_type]
+    # Only what existed when the job looked: its own save (after the lookup) explains nothing.
+    same_type = [
+        e
+        for e in candidates
+        if e.meta.get("type") == lookup.cache_type and (e.committed_at or e.created_at) <= lookup.created_at
+    ]
     visible = [e for e in same_type if reader.may_read(e.scope, e.trust_tier)]
     notes: list[str] = []
     for e in same_type:

@@ -17,6 +17,8 @@ from kiln import __version__
 from kiln.config import Paths, kiln_home
 from kiln.errors import KilnError, WorkflowInvalid
 
+from .cache import summary_lines as cache_summary_lines
+from .cache import with_exit_codes as cache_commands
 from .context import context_from_options, parse_secrets, run_context_options
 from .service import runner_command, server_command
 from .summary import exit_code_for, run_summary
@@ -139,6 +141,8 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             console.print(
                 f"           · {step['name']}: {step['status']} ({step['duration_s']:.2f}s){detail}"
             )
+        for line in cache_summary_lines(job):
+            console.print(f"           · {line}", markup=False)
         if job["error"] and job["status"] != "success":
             console.print(f"           [dim]{job['error']}[/dim]")
     color = colors.get(summary["status"], "white")
@@ -148,6 +152,7 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
 for _command in (server_command, runner_command):
     _command.callback = _exits(_command.callback)  # type: ignore[arg-type]
     cli.add_command(_command)
+cli.add_command(cache_commands(_exits))
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +13,32 @@ from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401 (a fixture, used by
 from .harness import Harness, start, stop
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    kiln, server = start(tmp_path / "kiln")
+def _harness(tmp_path: Path, storage_url: str | None = None) -> Iterator[Harness]:
+    kiln, server = start(tmp_path / "kiln", storage_url=storage_url)
     try:
         yield kiln
     finally:
         stop(kiln, server)
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """A warm kiln on the file blob store, then on SeaweedFS."""
+    if request.param == "file":
+        yield from _harness(tmp_path)
+        return
+    weed = request.getfixturevalue("seaweedfs")
+    for name, value in weed.env().items():
+        monkeypatch.setenv(name, value)
+    yield from _harness(tmp_path, weed.url(f"caches-{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.fixture
+def file_harness(tmp_path: Path) -> Iterator[Harness]:
+    """A warm kiln on the file blob store only (for the slow property test)."""
+    yield from _harness(tmp_path)
 
 
 @pytest.fixture

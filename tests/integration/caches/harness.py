@@ -1,8 +1,8 @@
 """A whole kiln in this process for the cache tests: control plane over HTTP, runner, real sandbox.
 
-The same parts as ``kiln run`` (SQLite or PostgreSQL, a file or S3 blob store, the HTTP API, the
-job executor with its phases, bubblewrap), kept warm between runs so that a test may run dozens of
-jobs. Each run gets its own context (ref, event, fork), which is what the trust tests vary.
+The same parts as ``kiln run`` (SQLite, a file or S3 blob store, the HTTP API, the job executor with
+its phases, blob transfer through grants, bubblewrap), kept warm between runs so that a test may run
+dozens of jobs. Each run gets its own context (ref, event, fork), which is what the trust tests vary.
 """
 
 from __future__ import annotations
@@ -18,32 +18,13 @@ from kiln.api.app import create_app
 from kiln.api.models import RunContextIn, RunOut, SubmitIn
 from kiln.api.plane import ControlPlane, open_control_plane
 from kiln.api.server import BackgroundServer
-from kiln.caches.phase import BlobTransfer, CachePhase
+from kiln.caches.phase import CachePhase
 from kiln.caches.remote import UserCaches
 from kiln.cli.summary import run_summary
 from kiln.runner import ControlPlaneClient, JobExecutor
-from kiln.runner.phases import JobContext
 from kiln.source import snapshot_source
-from kiln.storage import BlobStore
 
-__all__ = ["Harness", "StoreTransfer", "context"]
-
-
-class StoreTransfer:
-    """Moves blobs straight to and from the control plane's store (as a co-located runner could)."""
-
-    def __init__(self, store: BlobStore) -> None:
-        self._store = store
-
-    def upload(self, path: Path, *, digest: str, size: int) -> int:
-        outcome = self._store.put(digest, path, size)
-        return size if outcome.value == "created" else 0
-
-    def download(self, digest: str, dest: Path) -> int:
-        with self._store.open(digest) as reader, dest.open("wb") as out:
-            while chunk := reader.read(1 << 20):
-                out.write(chunk)
-        return dest.stat().st_size
+__all__ = ["Harness", "context", "start", "stop"]
 
 
 def context(ref: str = "main", **fields: Any) -> RunContextIn:
@@ -56,7 +37,7 @@ class Harness:
     client: ControlPlaneClient
     state_dir: Path
     spool: Path
-    transfer: Callable[[JobContext], BlobTransfer] | None = None
+    phase: Callable[[], CachePhase] = CachePhase
 
     def run(
         self,
@@ -80,8 +61,7 @@ class Harness:
                 secrets=secrets_ or {},
             )
         )
-        transfer = self.transfer or (lambda _ctx: StoreTransfer(self.plane.blobs))
-        executor = JobExecutor(self.client, self.state_dir, phases=lambda: [CachePhase(transfer)])
+        executor = JobExecutor(self.client, self.state_dir, phases=lambda: [self.phase()])
         while (lease := self.client.lease("test-runner", run.run_id)) is not None:
             executor.execute(lease)
         final: RunOut = self.client.get_run(run.run_id)
