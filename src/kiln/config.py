@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Paths", "database_url", "kiln_home", "storage_url"]
+from kiln.storage.policy import BlobPolicy
+
+__all__ = ["Paths", "blob_policy", "database_url", "kiln_home", "storage_url"]
 
 
 def kiln_home() -> Path:
@@ -49,3 +51,10 @@ def database_url(paths: Paths) -> str:
 
 def storage_url(paths: Paths) -> str:
     return os.environ.get("KILN_STORAGE_URL") or paths.blobs.as_uri()
+
+
+def blob_policy() -> BlobPolicy:
+    """Grant, upload-session and janitor timings: ``KILN_GRANT_TTL_S``, ``KILN_UPLOAD_LEASE_S``,
+    ``KILN_BLOB_GRACE_S``, ``KILN_ABANDONED_UPLOAD_S``, ``KILN_UPLOAD_SESSION_RETENTION_S``,
+    ``KILN_GC_INTERVAL_S`` (seconds; unset means the default)."""
+    return BlobPolicy.from_env(os.environ)

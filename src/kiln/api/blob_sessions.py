@@ -29,6 +29,7 @@ from kiln.errors import (
     DigestMismatch,
     IntegrityError,
     NotFound,
+    StorageUnavailable,
     UploadNotFound,
     UsageError,
 )
@@ -151,14 +152,21 @@ class BlobSessions:
                     with contextlib.suppress(Conflict):
                         uploads.finish(session, stale.session_id, state=uploads.ABORTED, at=now)
                 if resume is not None:
-                    record = uploads.hold(
-                        session,
-                        resume.session_id,
-                        attempt_id=attempt_id,
-                        at=now,
-                        lease_expires_at=self._lease_end(now),
-                        take_over=True,
-                    )
+                    try:
+                        record = uploads.hold(
+                            session,
+                            resume.session_id,
+                            attempt_id=attempt_id,
+                            at=now,
+                            lease_expires_at=self._lease_end(now),
+                            take_over=True,
+                        )
+                    except Conflict:
+                        # The janitor ended it between our look and now. Transient (503): the
+                        # client asks again and gets a fresh session.
+                        raise StorageUnavailable(
+                            f"upload session {resume.session_id} ended while it was being resumed; try again"
+                        ) from None
                 else:
                     record = uploads.open_session(
                         session,

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln import config
 from kiln.metadata.db import Database
 from kiln.scheduler import Scheduler
 from kiln.storage import BlobStore, open_blob_store
@@ -52,7 +53,8 @@ class ControlPlane:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))  # uploads land here first
     api_token: str | None = None  # when set, every request must carry it as a bearer token
     secrets: SecretVault = field(default_factory=SecretVault)
-    blob_policy: BlobPolicy = field(default_factory=BlobPolicy)  # grant and upload-session lifetimes
+    # Grant, upload-session and janitor timings (KILN_GRANT_TTL_S & co., see BlobPolicy.from_env).
+    blob_policy: BlobPolicy = field(default_factory=config.blob_policy)
 
     @property
     def db(self) -> Database:

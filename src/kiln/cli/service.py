@@ -45,7 +45,7 @@ def server_command(
     from kiln.api.app import create_app
     from kiln.api.plane import open_control_plane
     from kiln.api.server import BackgroundServer
-    from kiln.janitor import JanitorLoop
+    from kiln.janitor import JanitorLoop, StorageJanitor
 
     paths = config.Paths(config.kiln_home()).ensure()
     host, port = _parse_listen(listen)
@@ -61,7 +61,7 @@ def server_command(
         signal.signal(sig, lambda *_: stop.set())
     with (
         BackgroundServer(create_app(plane), host, port, log_level="info") as server,
-        JanitorLoop(plane.scheduler),
+        JanitorLoop(plane.scheduler, storage=StorageJanitor(plane.db, plane.blobs, plane.blob_policy)),
     ):
         click.echo(f"kiln server listening on {server.url}", err=True)
         stop.wait()

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from kiln.errors import KilnError
+from kiln.janitor.storage_gc import StorageJanitor
 from kiln.scheduler import Scheduler
 
 __all__ = ["JanitorLoop"]
@@ -14,15 +15,23 @@ log = logging.getLogger(__name__)
 
 
 class JanitorLoop:
-    def __init__(self, scheduler: Scheduler, *, interval_s: float = 1.0) -> None:
+    """Reclaim expired leases every ``interval_s``; with ``storage``, collect storage garbage too
+    (at the storage janitor's own, much longer, interval)."""
+
+    def __init__(
+        self, scheduler: Scheduler, *, interval_s: float = 1.0, storage: StorageJanitor | None = None
+    ) -> None:
         self._scheduler = scheduler
         self._interval_s = interval_s
+        self._storage = storage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kiln-janitor", daemon=True)
 
     def tick(self) -> None:
         for reclaimed in self._scheduler.reclaim_expired_leases():
             log.warning("reclaimed expired lease: %s", reclaimed)
+        if self._storage is not None:
+            self._storage.tick()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):

@@ -34,6 +34,7 @@ __all__ = [
     "OPEN",
     "AttemptScope",
     "UploadSessionRecord",
+    "abandon",
     "attempt_scope",
     "digest_is_referenced",
     "expired_sessions",
@@ -275,6 +276,28 @@ def expired_sessions(
     for row in rows:
         session.expunge(row)
     return records
+
+
+def abandon(session: Session, record: UploadSessionRecord, *, now: datetime, running_state: str) -> bool:
+    """Mark an expired open session ``aborted`` if it still is what :func:`expired_sessions` saw.
+
+    Guarded by the same conditions (still open, held by the same attempt, lease still expired,
+    holder not running), so a session taken over in the meantime is left alone. Returns whether
+    this call aborted it; only then may the caller abort the store's upload.
+    """
+    holder_running = exists().where(Attempt.id == UploadSession.held_by, Attempt.status == running_state)
+    result = session.execute(
+        guarded_update(UploadSession)
+        .where(
+            UploadSession.id == record.session_id,
+            UploadSession.state == OPEN,
+            UploadSession.held_by == record.held_by,
+            UploadSession.lease_expires_at < now,
+            ~holder_running,
+        )
+        .values(state=ABORTED, updated_at=now)
+    )
+    return rowcount(result) == 1
 
 
 def live_upload_ids(session: Session) -> set[str]:

@@ -6,6 +6,7 @@ period is longer than any upload session" can be checked in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kiln.errors import UsageError
@@ -33,6 +34,8 @@ class BlobPolicy:
         A multipart upload no session knows of is aborted once it is this old.
     session_retention_s
         Ended sessions are kept this long (they answer "who uploaded this"), then purged.
+    gc_interval_s
+        How often the server's janitor collects storage garbage.
     """
 
     grant_ttl_s: int = 900
@@ -41,6 +44,7 @@ class BlobPolicy:
     blob_grace_s: float = 24 * _HOUR
     abandoned_upload_s: float = 24 * _HOUR
     session_retention_s: float = 7 * 24 * _HOUR
+    gc_interval_s: float = 600.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,5 +67,37 @@ class BlobPolicy:
                 f"session_retention_s ({self.session_retention_s}) must be at least blob_grace_s "
                 f"({self.blob_grace_s})"
             )
+        if self.gc_interval_s <= 0:
+            problems.append(f"gc_interval_s must be > 0, not {self.gc_interval_s}")
         if problems:
             raise UsageError("invalid blob policy: " + "; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BlobPolicy:
+        """Read the policy's settings from ``KILN_*`` variables in ``environ`` (unset: the default).
+
+        ``KILN_GRANT_TTL_S``, ``KILN_UPLOAD_LEASE_S``, ``KILN_BLOB_GRACE_S``,
+        ``KILN_ABANDONED_UPLOAD_S``, ``KILN_UPLOAD_SESSION_RETENTION_S``, ``KILN_GC_INTERVAL_S``.
+        """
+        values: dict[str, float] = {}
+        for name, variable in _ENV.items():
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise UsageError(f"{variable}={raw!r} is not a number of seconds") from None
+        if "grant_ttl_s" in values:
+            values["grant_ttl_s"] = int(values["grant_ttl_s"])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_ENV = {
+    "grant_ttl_s": "KILN_GRANT_TTL_S",
+    "upload_lease_s": "KILN_UPLOAD_LEASE_S",
+    "blob_grace_s": "KILN_BLOB_GRACE_S",
+    "abandoned_upload_s": "KILN_ABANDONED_UPLOAD_S",
+    "session_retention_s": "KILN_UPLOAD_SESSION_RETENTION_S",
+    "gc_interval_s": "KILN_GC_INTERVAL_S",
+}

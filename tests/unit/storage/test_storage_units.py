@@ -317,6 +317,19 @@ def test_a_blob_policy_keeps_blobs_longer_than_upload_sessions() -> None:
         BlobPolicy(grant_ttl_s=0)
 
 
+def test_a_blob_policy_reads_its_settings_from_the_environment() -> None:
+    policy = BlobPolicy.from_env(
+        {"KILN_GRANT_TTL_S": "120", "KILN_BLOB_GRACE_S": "7200", "KILN_GC_INTERVAL_S": ""}
+    )
+    assert (policy.grant_ttl_s, policy.blob_grace_s, policy.gc_interval_s) == (
+        120,
+        7200.0,
+        BlobPolicy().gc_interval_s,
+    )
+    with pytest.raises(UsageError, match="KILN_UPLOAD_LEASE_S"):
+        BlobPolicy.from_env({"KILN_UPLOAD_LEASE_S": "soon"})
+
+
 # -- registry and URLs -----------------------------------------------------------------------------
 
 
