@@ -15,6 +15,7 @@ Our exception hierarchy::
     │   └── WorkflowInvalid             exit 2, HTTP 422  (every problem, each with file:line:col)
     ├── NotFound                        exit 2, HTTP 404
     ├── Unauthorized                    exit 2, HTTP 401
+    ├── Forbidden                       exit 2, HTTP 403  (a valid token that does not allow this)
     ├── Conflict                        exit 3, HTTP 409
     │   ├── IllegalTransition           a state change the state machine does not allow
     │   ├── LeaseLost                   the caller no longer holds the job's lease (fenced)
@@ -22,7 +23,8 @@ Our exception hierarchy::
     ├── IntegrityError                  exit 3, HTTP 422
     │   └── DigestMismatch              bytes do not hash to the digest they claim
     ├── JobError                        exit 1
-    │   └── ArtifactUnavailable         a needed artifact is missing, failed or expired
+    │   ├── ArtifactUnavailable         a needed artifact is missing, failed or expired
+    │   └── ImageBuildFailed            a step of the job's image failed, or its definition is unusable
     └── InfrastructureError             exit 3, HTTP 503
         ├── DatabaseUnavailable
         ├── StorageUnavailable
@@ -30,6 +32,7 @@ Our exception hierarchy::
         │   ├── UploadNotFound          (HTTP 404)
         │   └── StorageRefused          a permanent refusal (credentials, bucket); not retried
         ├── SandboxUnavailable          names the missing kernel feature or tool
+        ├── ImageSourceUnavailable      a registry or package mirror an image needs is unreachable
         └── ControlPlaneUnavailable     the runner cannot reach the server
 """
 
@@ -45,7 +48,10 @@ __all__ = [
     "ControlPlaneUnavailable",
     "DatabaseUnavailable",
     "DigestMismatch",
+    "Forbidden",
     "IllegalTransition",
+    "ImageBuildFailed",
+    "ImageSourceUnavailable",
     "InfrastructureError",
     "IntegrityError",
     "JobError",
@@ -122,6 +128,13 @@ class Unauthorized(KilnError):
     http_status = 401
 
 
+class Forbidden(KilnError):
+    """This token does not allow this request."""
+
+    exit_code = 2
+    http_status = 403
+
+
 # -- races and fencing -----------------------------------------------------------------------------
 
 
@@ -170,6 +183,10 @@ class ArtifactUnavailable(JobError):
     """A needed artifact is missing, failed or expired."""
 
 
+class ImageBuildFailed(JobError):
+    """The job's image could not be built from its definition."""
+
+
 # -- infrastructure --------------------------------------------------------------------------------
 
 
@@ -206,6 +223,10 @@ class StorageRefused(StorageUnavailable):
 
 class SandboxUnavailable(InfrastructureError):
     """The sandbox cannot start: a kernel feature or tool it needs is missing."""
+
+
+class ImageSourceUnavailable(InfrastructureError):
+    """A registry or package mirror the image needs cannot be reached."""
 
 
 class ControlPlaneUnavailable(InfrastructureError):

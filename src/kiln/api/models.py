@@ -24,6 +24,7 @@ __all__ = [
     "LogsIn",
     "LogsOut",
     "ProblemOut",
+    "ReleaseIn",
     "RunContextIn",
     "RunOut",
     "RunSummaryOut",
@@ -180,6 +181,12 @@ class StepFinishIn(BaseModel):
 class CompleteIn(BaseModel):
     status: Literal["success", "failed", "error", "cancelled"]
     error_message: str | None = None
+
+
+class ReleaseIn(BaseModel):
+    """Why a runner gives its job back (``POST /v1/attempts/{id}/release``)."""
+
+    reason: str = Field(default="the runner is stopping", max_length=2000)
 
 
 class ImageReportIn(BaseModel):

@@ -51,7 +51,10 @@ class ControlPlane:
     scheduler: Scheduler
     blobs: BlobStore
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))  # uploads land here first
-    api_token: str | None = None  # when set, every request must carry it as a bearer token
+    api_token: str | None = None  # the server's admin token (compared, never stored)
+    # Without an api_token and with require_auth False, requests without a token act as an admin:
+    # for tools and tests only; `kiln server` always requires tokens (see kiln.api.auth).
+    require_auth: bool = False
     secrets: SecretVault = field(default_factory=SecretVault)
     # Grant, upload-session and janitor timings (KILN_GRANT_TTL_S & co., see BlobPolicy.from_env).
     blob_policy: BlobPolicy = field(default_factory=config.blob_policy)

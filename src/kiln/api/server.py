@@ -18,13 +18,27 @@ __all__ = ["BackgroundServer"]
 
 class BackgroundServer:
     def __init__(
-        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning"
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        own_logging: bool = True,
     ) -> None:
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5)
+        # own_logging=False: uvicorn's records go to the root logger, whose handler the caller set
+        # up (`kiln server` logs JSON lines), instead of uvicorn's own text handlers.
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            **({} if own_logging else {"log_config": None}),
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -14,16 +14,16 @@ from pathlib import Path
 from rich.console import Console
 
 from kiln.api.app import create_app
-from kiln.api.models import RunContextIn, RunOut, SubmitIn
+from kiln.api.models import RunContextIn, RunOut
 from kiln.api.plane import open_control_plane
 from kiln.api.server import BackgroundServer
 from kiln.config import Paths, database_url, storage_url
 from kiln.janitor import JanitorLoop
 from kiln.runner import ControlPlaneClient, Runner
 from kiln.sandbox import probe
-from kiln.source import snapshot_source
 
 from .follow import follow_run
+from .submission import submit_workflow
 
 __all__ = ["run_locally"]
 
@@ -51,26 +51,9 @@ def run_locally(
     )
     with BackgroundServer(create_app(plane)) as server, JanitorLoop(plane.scheduler):
         client = ControlPlaneClient(server.url, plane.api_token)
-        snapshot = snapshot_source(source, paths.home / "spool")
-        try:
-            client.upload_source(snapshot.info.digest, snapshot.archive)
-        finally:
-            snapshot.archive.unlink(missing_ok=True)
-        console.print(
-            f"[dim]kiln: source {source} ({snapshot.info.files} files, "
-            f"{snapshot.info.size / 1024:.0f} KiB packed, {snapshot.info.digest[:19]})[/dim]",
-            highlight=False,
+        run = submit_workflow(
+            client, workflow_path, workflow_text, source, context, secrets, paths.home / "spool", console
         )
-        run = client.submit(
-            SubmitIn(
-                context=context,
-                workflow_text=workflow_text,
-                workflow_filename=str(workflow_path),
-                source_digest=snapshot.info.digest,
-                secrets=secrets,
-            )
-        )
-        console.print(f"[dim]kiln: run {run.run_id}: {len(run.jobs)} jobs[/dim]", highlight=False)
         stop = threading.Event()
         finished = threading.Event()
         runner = Runner(client, paths.runner, run_id=run.run_id, poll_s=0.1)

@@ -20,8 +20,11 @@ from kiln.errors import KilnError, WorkflowInvalid
 from .cache import summary_lines as cache_summary_lines
 from .cache import with_exit_codes as cache_commands
 from .context import context_from_options, parse_secrets, run_context_options
-from .service import runner_command, server_command
+from .service import with_exit_codes as service_commands
+from .submission import workflow_and_source
+from .submit import commands as submit_commands
 from .summary import exit_code_for, run_summary
+from .tokens import commands as token_commands
 
 __all__ = ["main"]
 
@@ -84,13 +87,7 @@ def schema() -> None:
 
 
 @cli.command()
-@click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path), default="kiln.yml")
-@click.option(
-    "--source",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The repository to snapshot [default: the workflow file's directory].",
-)
+@workflow_and_source
 @click.option("--json", "as_json", is_flag=True, help="Print only the run summary as JSON on stdout.")
 @run_context_options
 @_exits
@@ -149,8 +146,11 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(f"run {summary['run_id']}: [{color}]{summary['status']}[/{color}]")
 
 
-for _command in (server_command, runner_command):
-    _command.callback = _exits(_command.callback)  # type: ignore[arg-type]
+for _command in [
+    *service_commands(_exits),
+    *submit_commands(_exits, _print_summary),
+    *token_commands(_exits),
+]:
     cli.add_command(_command)
 cli.add_command(cache_commands(_exits))
 

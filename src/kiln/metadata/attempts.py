@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from kiln.errors import IllegalTransition, LeaseLost
 from kiln.metadata._sql import guarded_update, rowcount
+from kiln.metadata.auth import secret_digest
 from kiln.metadata.events import record_event
 from kiln.metadata.records import AttemptRecord, StepRecord
 from kiln.metadata.tables import Attempt, Job, Step
@@ -139,7 +140,7 @@ def transition_attempt(
     """
     guard = [Attempt.id == attempt.attempt_id, Attempt.status == from_state]
     if lease_token is not None:
-        guard.append(Attempt.lease_token == lease_token)
+        guard.append(Attempt.lease_token == secret_digest(lease_token))
     if expired_before is not None:
         guard.append(Attempt.lease_expires_at < expired_before)
     values: dict[str, Any] = {"status": to_state, "finished_at": at}

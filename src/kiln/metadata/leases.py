@@ -3,7 +3,9 @@
 An attempt row *is* the lease: ``runner_id`` (who), ``lease_token`` (which incarnation of the
 claim) and ``lease_expires_at`` (until when, unless extended). Every later write by the runner
 presents the token; a write with a stale token changes nothing and raises
-:class:`~kiln.errors.LeaseLost`. An expired lease stays the runner's until the janitor reclaims it
+:class:`~kiln.errors.LeaseLost`. The token is the job's credential (the API's job token), so the
+column holds only its sha256 (:func:`kiln.metadata.auth.secret_digest`); functions here take the
+token itself and hash it. An expired lease stays the runner's until the janitor reclaims it
 (``attempts.transition_attempt`` with ``expired_before``), never as a side effect of leasing.
 
 Lock order on PostgreSQL: run, then attempt, then jobs (see ``runs.py``). :func:`lease_next_job`
@@ -13,6 +15,7 @@ takes its job and run rows with ``SKIP LOCKED``, so it never waits and cannot cl
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, insert, literal, select
@@ -22,15 +25,17 @@ from sqlalchemy.orm import Session, aliased
 from kiln.errors import LeaseLost
 from kiln.metadata._sql import dialect_of, guarded_update, rowcount
 from kiln.metadata.attempts import ATTEMPT_COLUMNS, attempt_record
+from kiln.metadata.auth import secret_digest
 from kiln.metadata.events import record_event
 from kiln.metadata.jobs import JOB_COLUMNS, job_record
 from kiln.metadata.records import AttemptRecord, LeaseRecord
-from kiln.metadata.tables import Attempt, Job, Run, Runner, UTCDateTime
+from kiln.metadata.tables import Attempt, Job, Run, Runner, Tenant, UTCDateTime
 
 __all__ = [
     "extend_lease",
     "find_expired_leases",
     "hold_lease",
+    "holds",
     "lease_next_job",
     "touch_runner",
     "why_lost",
@@ -49,6 +54,7 @@ def lease_next_job(
     running: str,
     attempt_running: str,
     run_id: str | None = None,
+    tenant: str | None = None,
 ) -> LeaseRecord | None:
     """Lease the oldest queued job (of runs not being cancelled) and create its attempt.
 
@@ -70,6 +76,8 @@ def lease_next_job(
         The job states before and after, and the new attempt's state (from the scheduler's tables).
     run_id
         Only jobs of this run, when given.
+    tenant
+        Only jobs of this tenant's runs, when given (a runner registered for one tenant).
 
     Returns
     -------
@@ -86,6 +94,8 @@ def lease_next_job(
     )
     if run_id is not None:
         pick = pick.where(candidate.run_id == run_id)
+    if tenant is not None:
+        pick = pick.where(Run.tenant_id == select(Tenant.id).where(Tenant.name == tenant).scalar_subquery())
     if dialect_of(session) == "postgresql":
         pick = pick.with_for_update(of=(candidate, Run), skip_locked=True, key_share=True)
     elif session.connection().get_execution_options().get("kiln_read_only"):
@@ -113,7 +123,7 @@ def lease_next_job(
             job_id=job.job_id,
             number=number,
             runner_id=runner_id,
-            lease_token=lease_token,
+            lease_token=secret_digest(lease_token),
             lease_expires_at=expires_at,
             status=attempt_running,
             started_at=at,
@@ -197,7 +207,7 @@ def hold_lease(session: Session, attempt_id: str, lease_token: str, *, running: 
     )
     row = session.execute(query).one_or_none()
     attempt = None if row is None else attempt_record(row)
-    if attempt is None or attempt.lease_token != lease_token or attempt.status != running:
+    if attempt is None or not holds(attempt, lease_token) or attempt.status != running:
         raise LeaseLost(why_lost(attempt_id, attempt, lease_token))
     return attempt
 
@@ -219,7 +229,11 @@ def extend_lease(
     """
     updated = session.execute(
         guarded_update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.lease_token == lease_token, Attempt.status == running)
+        .where(
+            Attempt.id == attempt_id,
+            Attempt.lease_token == secret_digest(lease_token),
+            Attempt.status == running,
+        )
         .values(lease_expires_at=expires_at)
     )
     row = session.execute(
@@ -231,12 +245,17 @@ def extend_lease(
     return attempt
 
 
+def holds(attempt: AttemptRecord, lease_token: str) -> bool:
+    """Whether ``lease_token`` is the token the attempt was leased with (whatever its state now)."""
+    return hmac.compare_digest(attempt.lease_token, secret_digest(lease_token))
+
+
 def why_lost(attempt_id: str, attempt: AttemptRecord | None, lease_token: str) -> str:
     """Explain why ``lease_token`` does not hold the attempt's lease (never echoing the right one)."""
     if attempt is None:
         return f"attempt {attempt_id} does not exist"
     where = f"attempt {attempt.number} ({attempt_id}) of job {attempt.job_id}"
-    if attempt.lease_token != lease_token:
+    if not holds(attempt, lease_token):
         return f"{where}: the lease token does not match (another claim holds it)"
     return f"{where} is {attempt.status}: its lease has ended"
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ApiToken",
     "Attempt",
     "Base",
     "CacheLookup",
@@ -48,6 +49,7 @@ __all__ = [
     "Runner",
     "Step",
     "Tenant",
+    "TenantSource",
     "UTCDateTime",
     "UploadSession",
 ]
@@ -185,13 +187,15 @@ class Attempt(Base):
         ),
         # The janitor's query: running attempts by expiry.
         Index(None, "status", "lease_expires_at"),
+        # The API finds the attempt of a job token by its digest (migration 0004).
+        Index(None, "lease_token"),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the job
     runner_id: Mapped[str] = mapped_column(String(200))
-    lease_token: Mapped[str] = mapped_column(String(64))
+    lease_token: Mapped[str] = mapped_column(String(64))  # sha256 hex of the job token (0004)
     lease_expires_at: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(20))
     started_at: Mapped[datetime]
@@ -385,3 +389,44 @@ class UploadSession(Base):
     held_by: Mapped[str] = mapped_column(String(26))  # the attempt that holds it now (a resume moves it)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+# -- tokens and source ownership (migration 0004) --------------------------------------------------
+
+
+class ApiToken(Base):
+    """A bearer token: only the sha256 of its secret is stored, so a database dump grants nothing.
+
+    ``kind`` is ``admin`` (every tenant), ``user`` (one tenant's runs, logs, caches, artifacts),
+    ``registration`` (registers runners) or ``runner`` (issued to one registered runner: leases
+    jobs). Job tokens are not rows here: they are the attempts' lease tokens.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index(None, "tenant_id"), Index(None, "runner_id"))
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list[str]]
+    runner_id: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(26))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class TenantSource(Base):
+    """A source snapshot a tenant proved it has (it uploaded the bytes): what its runs may name.
+
+    Blobs are content-addressed and shared; without this record a tenant that learnt another
+    tenant's source digest could submit a run on it and read that source in its job.
+    """
+
+    __tablename__ = "tenant_sources"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime]

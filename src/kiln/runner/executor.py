@@ -118,6 +118,13 @@ class JobExecutor:
         self._phases = phases
         self._echo = echo  # (job name, text): the local copy of the output, for `kiln runner -v`
         self._clock = clock
+        self._stop_current: Callable[[str], None] | None = None  # kills the running job's sandbox
+
+    def abort(self, reason: str) -> None:
+        """Kill the running job's sandbox now (its runner gave the job back and is stopping)."""
+        stop = self._stop_current
+        if stop is not None:
+            stop(reason)
 
     def execute(self, lease: LeaseOut) -> JobResult:
         masker = SecretMasker(lease.secrets.values())
@@ -138,9 +145,12 @@ class JobExecutor:
             self._client,
             lease.attempt_id,
             lease.lease_token,
-            interval_s=max(lease.lease_ttl_s / 3, 0.2),
+            # A third of the TTL, so two beats may fail; at most 3 s, so a cancel stops the job quickly.
+            interval_s=min(max(lease.lease_ttl_s / 3, 0.2), 3.0),
+            lease_ttl_s=lease.lease_ttl_s,
             on_stop=stop,
         )
+        self._stop_current = stop
         try:
             with heartbeat:
                 result = self._run(lease, job_dir, shipper, sandbox, heartbeat)
@@ -150,6 +160,7 @@ class JobExecutor:
             shipper.line(f"kiln: error: {exc.message}")
             result = JobResult("error", masker.mask(exc.message))
         finally:
+            self._stop_current = None
             shipper.close()
             shutil.rmtree(job_dir, ignore_errors=True)
         if heartbeat.lease_lost:
@@ -185,7 +196,9 @@ class JobExecutor:
         job_dir.mkdir(parents=True, exist_ok=True)
         (job_dir / "owner.pid").write_text(str(os.getpid()))
 
-        archive = fetch_source(self._client, lease.source_digest, self._state_dir / "sources")
+        archive = fetch_source(
+            self._client, lease.source_digest, self._state_dir / "sources", lease.lease_token
+        )
         fresh_workspace(archive, workspace)
         rootfs = self._images(job, lease, shipper.line)
         self._client.report_image(lease.attempt_id, lease.lease_token, rootfs.name, rootfs.digest)

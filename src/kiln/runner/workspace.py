@@ -15,11 +15,14 @@ from kiln.runner.client import ControlPlaneClient
 __all__ = ["fetch_source", "fresh_workspace"]
 
 
-def fetch_source(client: ControlPlaneClient, digest: str, cache_dir: Path) -> Path:
+def fetch_source(
+    client: ControlPlaneClient, digest: str, cache_dir: Path, lease_token: str | None = None
+) -> Path:
     """The local path of the source archive ``digest``, downloaded and verified if not cached.
 
     The cache is content-addressed, so a hit needs no check against the server; a download is
-    hashed while it streams and renamed into place only when it matches.
+    hashed while it streams and renamed into place only when it matches. A runner downloads with
+    its job token (``lease_token``), which may fetch that job's run's source and no other.
     """
     hexdigest = digest.removeprefix("sha256:")
     cached = cache_dir / f"{hexdigest}.tar.zst"
@@ -29,7 +32,7 @@ def fetch_source(client: ControlPlaneClient, digest: str, cache_dir: Path) -> Pa
     fd, tmp = tempfile.mkstemp(prefix=".download-", dir=cache_dir)
     try:
         sha = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, client.download_source(digest) as response:
+        with os.fdopen(fd, "wb") as out, client.download_source(digest, lease_token) as response:
             for chunk in response.iter_bytes():
                 sha.update(chunk)
                 out.write(chunk)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from kiln.errors import IllegalTransition, LeaseLost, NotFound, UsageError
 from kiln.metadata import attempts as attempts_sql
+from kiln.metadata import auth as auth_sql
 from kiln.metadata import jobs as jobs_sql
 from kiln.metadata import leases as leases_sql
 from kiln.metadata import logs as logs_sql
@@ -52,7 +53,7 @@ from kiln.scheduler.views import (
     run_summary_of,
 )
 
-__all__ = ["Scheduler"]
+__all__ = ["JOB_TOKEN_PREFIX", "Scheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ _JOB_EVENT_FOR_ATTEMPT = {
     AttemptState.CANCELLED: JobEvent.CANCELLED,
 }
 _MAX_LOG_CHUNKS_PER_CALL = 10_000
+# Job tokens (lease tokens) start with this, so a leaked one is recognisable and the API can tell
+# it from a user's token without a lookup.
+JOB_TOKEN_PREFIX = "kiln_job_"
 _MAX_LOG_PAGE = 10_000
 
 
@@ -118,8 +122,11 @@ class Scheduler:
         """The policy that decides whether a lost attempt's job is queued again."""
         return self._retry
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
+        """The scheduler's time (from its clock): what lease expiries are compared with."""
         return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    _now = now
 
     # -- submitting and reading runs --------------------------------------------------------------
 
@@ -177,6 +184,8 @@ class Scheduler:
         with self._db.session() as session:
             tenant_id = runs_sql.get_or_create_tenant(session, ctx.tenant)
             repository_id = runs_sql.get_or_create_repository(session, tenant_id, ctx.repo)
+            # The tenant's users may fetch the source of their own runs from now on.
+            auth_sql.record_source(session, tenant_id, source_digest, at=now)
             runs_sql.insert_run(
                 session,
                 NewRun(
@@ -322,20 +331,27 @@ class Scheduler:
             at_end=RunState(run.status) in run_states.FINAL_STATES and len(lines) < limit,
         )
 
-    def cancel_run(self, run_id: str) -> RunView:
+    def cancel_run(self, run_id: str, *, tenant: str | None = None) -> RunView:
         """Cancel a run: waiting jobs are cancelled now, a running job when its runner stops.
 
         The running job's runner sees ``cancel_requested`` in its next heartbeat and completes its
         attempt as ``cancelled``; should it vanish instead, the janitor cancels the job when it
         reclaims the lease. Cancelling a finished run changes nothing.
 
+        Parameters
+        ----------
+        tenant
+            When given, a run of another tenant is not found.
+
         Raises
         ------
         NotFound
-            No such run.
+            No such run (for this tenant).
         """
         now = self._now()
         with self._db.session() as session:
+            if tenant is not None and runs_sql.get_run(session, run_id, tenant=tenant) is None:
+                raise NotFound(f"no run {run_id} for tenant {tenant!r}")
             run = self._locked_run(session, run_id)
             if RunState(run.status) not in run_states.FINAL_STATES:
                 runs_sql.request_cancel(session, run_id)
@@ -351,8 +367,14 @@ class Scheduler:
 
     # -- the runner's side: lease, heartbeat, report, complete ------------------------------------
 
-    def lease_next(self, runner_id: str, *, run_id: str | None = None) -> LeasedJob | None:
+    def lease_next(
+        self, runner_id: str, *, run_id: str | None = None, tenant: str | None = None
+    ) -> LeasedJob | None:
         """Lease the oldest queued job to ``runner_id``, creating its attempt with a fresh token.
+
+        The token is the job token: the runner's credential for everything it does for this
+        attempt, valid while the attempt runs and its lease has not expired. Only its digest is
+        stored.
 
         Jobs of runs being cancelled are never leased. Expired leases are *not* reclaimed here:
         that is :meth:`reclaim_expired_leases`' job.
@@ -363,6 +385,8 @@ class Scheduler:
             Who asks.
         run_id
             Only this run's jobs (the embedded runner of ``kiln run`` leases its own run only).
+        tenant
+            Only this tenant's jobs (a runner registered for one tenant).
 
         Returns
         -------
@@ -372,18 +396,20 @@ class Scheduler:
         if not runner_id:
             raise UsageError("a runner needs an id to lease jobs")
         now = self._now()
+        token = JOB_TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._db.session() as session:
             lease = leases_sql.lease_next_job(
                 session,
                 runner_id=runner_id,
                 attempt_id=new_id(now),
-                lease_token=secrets.token_urlsafe(32),
+                lease_token=token,
                 at=now,
                 expires_at=now + self._lease_ttl,
                 queued=JobState.QUEUED,
                 running=job_states.next_state(JobState.QUEUED, JobEvent.LEASED),
                 attempt_running=AttemptState.RUNNING,
                 run_id=run_id,
+                tenant=tenant,
             )
             if lease is None:
                 leases_sql.touch_runner(session, runner_id, at=now)
@@ -422,7 +448,7 @@ class Scheduler:
             job_name=job.name,
             attempt_id=attempt.attempt_id,
             attempt_number=attempt.number,
-            lease_token=attempt.lease_token,
+            lease_token=token,
             lease_expires_at=attempt.lease_expires_at,
             spec=job.spec,
             workflow_env=dict(env) if isinstance(env, dict) else {},
@@ -642,7 +668,7 @@ class Scheduler:
             attempt = attempts_sql.get_attempt(session, attempt_id, for_update=True)
             assert attempt is not None  # attempts are never deleted while their run exists
             current = AttemptState(attempt.status)
-            if attempt.lease_token != lease_token or current is AttemptState.LOST:
+            if not leases_sql.holds(attempt, lease_token) or current is AttemptState.LOST:
                 raise LeaseLost(leases_sql.why_lost(attempt_id, attempt, lease_token))
             if current.value == status:
                 return  # the lease holder repeating itself, e.g. after a lost response
@@ -680,6 +706,107 @@ class Scheduler:
                 "runner_id": attempt.runner_id,
                 "status": status,
             },
+        )
+
+    def release_attempt(self, attempt_id: str, lease_token: str, *, reason: str) -> None:
+        """Give the job back: the attempt ends ``lost`` now and the job is queued again.
+
+        What a runner does when it must stop before its job is done (SIGTERM, shutdown): the same
+        as the janitor's reclaim of an expired lease, without waiting for the lease to expire. The
+        attempt counts against the job's attempts; its logs are kept, and its token is dead at once,
+        so the runner is fenced from here on.
+
+        Parameters
+        ----------
+        reason
+            Why, for the attempt's record.
+
+        Raises
+        ------
+        LeaseLost
+            The caller does not hold the lease.
+        """
+        now = self._now()
+        with self._db.session() as session:
+            found = attempts_sql.get_attempt(session, attempt_id)
+            if found is None:
+                raise LeaseLost(f"attempt {attempt_id} does not exist")
+            run = self._locked_run(session, found.run_id)  # lock order: run, attempt, jobs
+            attempt = attempts_sql.get_attempt(session, attempt_id, for_update=True)
+            assert attempt is not None
+            if not leases_sql.holds(attempt, lease_token) or attempt.status != AttemptState.RUNNING:
+                raise LeaseLost(leases_sql.why_lost(attempt_id, attempt, lease_token))
+            job = self._job(session, attempt.job_id)
+            event, message = self._after_loss(run, job, "its runner gave it back")
+            job_status = self._lose(
+                session,
+                run,
+                attempt,
+                job,
+                event,
+                now,
+                job_message=message,
+                attempt_message=f"given back by runner {attempt.runner_id}: {reason}"[:2000],
+                lease_token=lease_token,
+            )
+        logger.info(
+            "Runner %s gave back job %r (attempt %d); the job is now %s.",
+            attempt.runner_id,
+            job.name,
+            attempt.number,
+            job_status,
+            extra={
+                "action": "attempt_released",
+                "run_id": attempt.run_id,
+                "job_id": job.job_id,
+                "attempt_id": attempt_id,
+                "runner_id": attempt.runner_id,
+            },
+        )
+
+    def _lose(
+        self,
+        session: Session,
+        run: RunRecord,
+        attempt: AttemptRecord,
+        job: JobRecord,
+        event: JobEvent,
+        now: datetime,
+        *,
+        job_message: str | None,
+        attempt_message: str,
+        lease_token: str | None = None,
+        expired_before: datetime | None = None,
+    ) -> JobState:
+        """End a running attempt ``lost`` (guarded by its token or its expiry), move its job on
+        with ``event``, and apply the run's rule; ``run`` is locked by the caller."""
+        attempts_sql.transition_attempt(
+            session,
+            attempt,
+            from_state=AttemptState.RUNNING,
+            to_state=attempt_states.next_state(AttemptState.RUNNING, AttemptEvent.LOST),
+            event=AttemptEvent.LOST,
+            at=now,
+            lease_token=lease_token,
+            expired_before=expired_before,
+            error_message=attempt_message,
+        )
+        job_status = self._move_job(
+            session, job, event, now, attempt_id=attempt.attempt_id, error_message=job_message
+        )
+        self._advance(session, run, now)
+        return job_status
+
+    def _after_loss(self, run: RunRecord, job: JobRecord, why: str) -> tuple[JobEvent, str | None]:
+        """What happens to a job whose attempt was lost: cancelled, queued again, or out of attempts."""
+        lost = AttemptState.LOST
+        if run.cancel_requested:
+            return JobEvent.CANCELLED, f"the run was cancelled and {why}"
+        if self._retry.should_retry(lost, attempts_made=job.attempts_count, max_attempts=job.max_attempts):
+            return JobEvent.REQUEUED, None
+        return JobEvent.EXHAUSTED, (
+            f"lost {job.attempts_count} times: {why} and the job has no attempts left "
+            f"(max_attempts={job.max_attempts})"
         )
 
     # -- the janitor's side -----------------------------------------------------------------------
@@ -749,33 +876,22 @@ class Scheduler:
         if attempt is None or attempt.status != AttemptState.RUNNING or attempt.lease_expires_at >= now:
             raise IllegalTransition(f"attempt {candidate.attempt_id} no longer has an expired lease")
         job = self._job(session, attempt.job_id)
-        lost = attempt_states.next_state(AttemptState.RUNNING, AttemptEvent.LOST)
-        if run.cancel_requested:
-            event, message = JobEvent.CANCELLED, "the run was cancelled and its runner stopped heartbeating"
-        elif self._retry.should_retry(lost, attempts_made=job.attempts_count, max_attempts=job.max_attempts):
-            event, message = JobEvent.REQUEUED, None
-        else:
-            event = JobEvent.EXHAUSTED
-            message = (
-                f"lost {job.attempts_count} times: the runner stopped heartbeating and the job "
-                f"has no attempts left (max_attempts={job.max_attempts})"
-            )
+        event, message = self._after_loss(run, job, "the runner stopped heartbeating")
         job_status = job_states.next_state(JobState(job.status), event)
         if not dry_run:
-            attempts_sql.transition_attempt(
+            self._lose(
                 session,
+                run,
                 attempt,
-                from_state=AttemptState.RUNNING,
-                to_state=lost,
-                event=AttemptEvent.LOST,
-                at=now,
-                expired_before=now,
-                error_message=(
+                job,
+                event,
+                now,
+                job_message=message,
+                attempt_message=(
                     f"lease expired at {attempt.lease_expires_at.isoformat()} (runner {attempt.runner_id})"
                 ),
+                expired_before=now,
             )
-            self._move_job(session, job, event, now, attempt_id=attempt.attempt_id, error_message=message)
-            self._advance(session, run, now)
         return ReclaimedAttempt(
             run_id=run.run_id,
             job_id=job.job_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Query
 
+from kiln.api.auth import scoped_tenant
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
 from kiln.caches import wire
@@ -16,7 +17,8 @@ from kiln.caches.service import CacheService
 
 router = APIRouter(tags=["caches"])
 _LEASE = Header(alias="X-Kiln-Lease")
-_TENANT = Query("local", description="The tenant whose caches these are.")
+# The caller's tenant (an admin names one): another tenant's caches do not exist for a user.
+_TENANT = Depends(scoped_tenant)
 
 
 def caches(cp: ControlPlane = Depends(plane)) -> CacheService:

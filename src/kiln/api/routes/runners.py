@@ -1,13 +1,15 @@
 """What runners call: lease a job, heartbeat, report steps, ship logs, complete.
 
-Every call after the lease carries the attempt's lease token in ``X-Kiln-Lease``; the scheduler
-fences a runner whose lease was reclaimed (HTTP 409, ``LeaseLost``) so it stops the job.
+Leasing needs a runner token (or an admin's); the lease's token is the job token, and every call
+after the lease carries it in ``X-Kiln-Lease`` (see :mod:`kiln.api.auth`). The scheduler fences a
+runner whose lease was reclaimed (HTTP 409, ``LeaseLost``) so it stops the job.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Response
 
+from kiln.api.auth import Principal, current_principal
 from kiln.api.models import (
     CompleteIn,
     HeartbeatOut,
@@ -15,6 +17,7 @@ from kiln.api.models import (
     LeaseIn,
     LeaseOut,
     LogsIn,
+    ReleaseIn,
     ReportIn,
     ReportSection,
     RunContextIn,
@@ -23,6 +26,7 @@ from kiln.api.models import (
 )
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
+from kiln.errors import Forbidden
 from kiln.scheduler import LogChunk
 
 router = APIRouter(tags=["runners"])
@@ -30,8 +34,13 @@ _LEASE = Header(alias="X-Kiln-Lease")
 
 
 @router.post("/lease", response_model=LeaseOut, responses={204: {"description": "nothing to run"}})
-def lease(body: LeaseIn, cp: ControlPlane = Depends(plane)) -> LeaseOut | Response:
-    job = cp.scheduler.lease_next(body.runner_id, run_id=body.run_id)
+def lease(
+    body: LeaseIn, cp: ControlPlane = Depends(plane), caller: Principal = Depends(current_principal)
+) -> LeaseOut | Response:
+    # A runner token leases as the runner it was issued to, and only its tenant's jobs if it has one.
+    if caller.runner_id is not None and body.runner_id != caller.runner_id:
+        raise Forbidden(f"this token was issued to runner {caller.runner_id}, not {body.runner_id}")
+    job = cp.scheduler.lease_next(body.runner_id, run_id=body.run_id, tenant=caller.tenant)
     if job is None:
         return Response(status_code=204)
     secrets = cp.secrets.get(job.run_id)
@@ -117,6 +126,12 @@ def report(
     cp: ControlPlane = Depends(plane),
 ) -> None:
     cp.scheduler.report(attempt_id, token, section, body.value)
+
+
+@router.post("/attempts/{attempt_id}/release", status_code=204)
+def release(attempt_id: str, body: ReleaseIn, token: str = _LEASE, cp: ControlPlane = Depends(plane)) -> None:
+    """Give the job back (the runner is stopping): it is queued again, this attempt ends ``lost``."""
+    cp.scheduler.release_attempt(attempt_id, token, reason=body.reason)
 
 
 @router.post("/attempts/{attempt_id}/complete", status_code=204)
