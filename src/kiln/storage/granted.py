@@ -487,6 +487,8 @@ class _ResponseStream:
                 break
             except httpx.HTTPError as exc:
                 raise StorageUnavailable(f"{self._what}: {type(exc).__name__}: {exc}") from exc
+            if not self._buffer and 0 < len(chunk) <= n:
+                return chunk  # the common case: hand the network's chunk over without a copy
             self._buffer += chunk
         take = len(self._buffer) if n < 0 else min(n, len(self._buffer))
         data = bytes(self._buffer[:take])
