@@ -17,9 +17,12 @@ from kiln import __version__
 from kiln.config import Paths, kiln_home
 from kiln.errors import KilnError, WorkflowInvalid
 
+from .artifacts import summary_lines as artifact_summary_lines
+from .artifacts import with_exit_codes as artifact_commands
 from .cache import summary_lines as cache_summary_lines
 from .cache import with_exit_codes as cache_commands
 from .context import context_from_options, parse_secrets, run_context_options
+from .gc import gc_command
 from .service import with_exit_codes as service_commands
 from .submission import workflow_and_source
 from .submit import commands as submit_commands
@@ -138,7 +141,7 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             console.print(
                 f"           · {step['name']}: {step['status']} ({step['duration_s']:.2f}s){detail}"
             )
-        for line in cache_summary_lines(job):
+        for line in cache_summary_lines(job) + artifact_summary_lines(job):
             console.print(f"           · {line}", markup=False)
         if job["error"] and job["status"] != "success":
             console.print(f"           [dim]{job['error']}[/dim]")
@@ -153,6 +156,9 @@ for _command in [
 ]:
     cli.add_command(_command)
 cli.add_command(cache_commands(_exits))
+cli.add_command(artifact_commands(_exits))
+gc_command.callback = _exits(gc_command.callback)  # type: ignore[arg-type]
+cli.add_command(gc_command)
 
 
 def main() -> None:

@@ -44,6 +44,13 @@ from kiln.api.models import (
     StepStartIn,
     SubmitIn,
 )
+from kiln.artifacts.wire import (
+    ArtifactFailIn,
+    ArtifactFinalizeIn,
+    ArtifactOut,
+    ArtifactReserveIn,
+    NeededArtifactOut,
+)
 from kiln.errors import ControlPlaneUnavailable, KilnError, SpecProblem, WorkflowInvalid
 
 __all__ = ["ControlPlaneClient"]
@@ -168,7 +175,13 @@ class ControlPlaneClient:
 
     @contextmanager
     def download_source(self, digest: str) -> Iterator[httpx.Response]:
-        with self._http.stream("GET", f"/v1/sources/{digest}") as response:
+        with self._stream(f"/v1/sources/{digest}") as response:
+            yield response
+
+    @contextmanager
+    def _stream(self, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """GET ``url`` as a stream; an error answer raises its kiln error before any byte is read."""
+        with self._http.stream("GET", url, **kwargs) as response:
             if response.is_error:
                 response.read()
                 raise _translate(response)
@@ -269,3 +282,54 @@ class ControlPlaneClient:
         return DownloadGrantOut.model_validate(
             self._request("POST", url, json=body, headers=self._lease(token)).json()
         )
+
+    # -- artifacts ---------------------------------------------------------------------------------
+
+    def reserve_artifact(self, attempt_id: str, token: str, body: ArtifactReserveIn) -> ArtifactOut:
+        """Claim the upload of one of the job's artifacts (``upload_needed`` says whether to send it)."""
+        url = f"/v1/attempts/{attempt_id}/artifacts"
+        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
+        return ArtifactOut.model_validate(response.json())
+
+    def finalize_artifact(
+        self, attempt_id: str, token: str, artifact_id: str, digest: str, size_bytes: int
+    ) -> ArtifactOut:
+        """Commit an uploaded artifact; safe to repeat."""
+        url = f"/v1/attempts/{attempt_id}/artifacts/{artifact_id}/finalize"
+        body = ArtifactFinalizeIn(digest=digest, size_bytes=size_bytes).model_dump()
+        return ArtifactOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )
+
+    def fail_artifact(self, attempt_id: str, token: str, artifact_id: str, reason: str) -> ArtifactOut:
+        """Record why an artifact will not be committed."""
+        url = f"/v1/attempts/{attempt_id}/artifacts/{artifact_id}/fail"
+        body = ArtifactFailIn(reason=reason[:2000]).model_dump()
+        return ArtifactOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )
+
+    def needed_artifacts(self, attempt_id: str, token: str) -> list[NeededArtifactOut]:
+        """The artifacts of the jobs this attempt's job needs, each with its state."""
+        response = self._request(
+            "GET", f"/v1/attempts/{attempt_id}/needed-artifacts", headers=self._lease(token)
+        )
+        return [NeededArtifactOut.model_validate(item) for item in response.json()]
+
+    def list_artifacts(self, run_id: str, *, everything: bool = False) -> list[ArtifactOut]:
+        response = self._request("GET", f"/v1/runs/{run_id}/artifacts", params={"all": everything})
+        return [ArtifactOut.model_validate(item) for item in response.json()]
+
+    def get_artifact(self, run_id: str, name: str, *, job: str | None = None) -> ArtifactOut:
+        params = {"job": job} if job else {}
+        response = self._request("GET", f"/v1/runs/{run_id}/artifacts/{name}", params=params)
+        return ArtifactOut.model_validate(response.json())
+
+    @contextmanager
+    def download_artifact(
+        self, run_id: str, name: str, *, job: str | None = None
+    ) -> Iterator[httpx.Response]:
+        """Stream an artifact's archive (the caller verifies its digest)."""
+        params = {"job": job} if job else {}
+        with self._stream(f"/v1/runs/{run_id}/artifacts/{name}/archive", params=params) as response:
+            yield response

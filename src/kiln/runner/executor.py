@@ -246,7 +246,12 @@ class JobExecutor:
                     failed = f"step {step.name!r} failed: {summary}"
             if not (heartbeat.lease_lost or heartbeat.cancel_requested):
                 for phase in reversed(entered):
-                    phase.after_steps(ctx, succeeded=failed is None)
+                    try:
+                        phase.after_steps(ctx, succeeded=failed is None)
+                    except JobError as exc:
+                        # A required output (an artifact) could not be made: the job failed.
+                        shipper.line(f"kiln: {exc.message}")
+                        failed = failed or exc.message
         if heartbeat.lease_lost:
             raise LeaseLost()
         if heartbeat.cancel_requested:

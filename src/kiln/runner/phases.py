@@ -54,6 +54,8 @@ class JobPhase(Protocol):
 
 def default_phases() -> list[JobPhase]:
     """The phases every job goes through, in ``before_steps`` order."""
-    from kiln.caches.phase import CachePhase  # the cache phase builds on this module's JobContext
+    # The phases build on this module's JobContext, hence the imports here.
+    from kiln.artifacts.phase import ArtifactsPhase
+    from kiln.caches.phase import CachePhase
 
-    return [CachePhase()]
+    return [ArtifactsPhase(), CachePhase()]
