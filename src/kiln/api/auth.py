@@ -16,12 +16,13 @@ kind                      may
                           routes of that attempt, and the run's source snapshot
 ========================  ======================================================================
 
-The job token is the attempt's lease token (``X-Kiln-Lease``, or a bearer token starting with
-``kiln_job_``). It is valid while its attempt runs and its lease has not expired: a job token of
-another attempt is refused (403), and one whose attempt ended or whose lease expired is
-``LeaseLost`` (409), which tells a late runner to stop. Unknown, revoked and expired bearer tokens
-get 401 with nothing else said. A token of tenant A asking for tenant B's objects gets 404, as if
-they did not exist: the route handlers check the tenant (:meth:`Principal.sees`).
+The job token is the attempt's lease token, sent in ``X-Kiln-Lease`` (as a bearer token it is
+accepted where a job may read outside its attempt's routes: its run's source, ``whoami``). It is
+valid while its attempt runs and its lease has not expired: a job token of another attempt is
+refused (403), and one whose attempt ended or whose lease expired is ``LeaseLost`` (409), which
+tells a late runner to stop. Unknown, revoked and expired bearer tokens get 401 with nothing else
+said. A token of tenant A asking for tenant B's objects gets 404, as if they did not exist: the
+route handlers check the tenant (:meth:`Principal.sees`).
 
 Routes get the caller with ``Depends(current_principal)``; ``request.state.tenant`` holds the
 caller's tenant too (``None`` for an admin, who sees every tenant).
@@ -195,11 +196,10 @@ def _resolve(request: Request, cp: ControlPlane) -> Principal:
     attempt_id = request.path_params.get("attempt_id")
 
     if attempt_id is not None:
-        # An attempt's routes: its job token and nothing else.
-        token = lease or (bearer if bearer and bearer.startswith(JOB_TOKEN_PREFIX) else None)
-        if not token:
+        # An attempt's routes: its job token (in X-Kiln-Lease) and nothing else.
+        if not lease:
             raise Unauthorized()
-        principal = _job_principal(cp, token)
+        principal = _job_principal(cp, lease)
         assert principal.job is not None
         if principal.job.attempt_id != attempt_id:
             raise Forbidden("this job token was issued for another job")
@@ -220,7 +220,9 @@ def _resolve(request: Request, cp: ControlPlane) -> Principal:
         PrincipalKind.RUNNER: _RUNNER_ROUTES,
         PrincipalKind.REGISTRATION: _REGISTRATION_ROUTES,
     }.get(principal.kind)
-    if allowed is not None and not _matches(path, allowed):
+    # A job token outside its attempt's routes only reads (its run's source, whoami).
+    read_only = principal.kind is PrincipalKind.JOB and request.method not in _READ_METHODS
+    if allowed is not None and (read_only or not _matches(path, allowed)):
         raise Forbidden(f"a {principal.kind} token cannot call {request.method} {path}")
     if principal.kind is PrincipalKind.USER:
         if _matches(path, _RUNNER_ONLY_ROUTES):

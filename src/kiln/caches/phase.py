@@ -139,7 +139,7 @@ class CachePhase:
         for tracked in self._tracked:
             if tracked not in wanted:
                 tracked.report["restore"] = "skipped"
-                self._say(ctx, tracked, f"restore skipped ({tracked.problem or 'policy: push'})")
+                self._say(ctx, tracked, f"restore skipped: {tracked.problem or 'policy: push'}")
         failure: str | None = None
         if wanted:
             started = self._clock()
@@ -309,14 +309,14 @@ class CachePhase:
         elif cache.policy == "pull":
             skip = "policy: pull"
         elif not succeeded and cache.when == "on-success":
-            skip = "the job failed (save with `when: always`)"
+            skip = "the job failed; `when: always` saves after a failure too"
         elif cache.type == "build" and report["restore"] == "hit":
             report["save"] = "unchanged"
             self._say(ctx, tracked, "unchanged (a build entry of this key exists; it is written once)")
             return None
         if skip is not None:
             report["save"] = "skipped"
-            self._say(ctx, tracked, f"save skipped ({skip})")
+            self._say(ctx, tracked, f"save skipped: {skip}")
             return None
         started = self._clock()
         try:
@@ -349,7 +349,7 @@ class CachePhase:
             return self._fatal(tracked, f"cache {cache.name}: refused to save the secret {secret} ({shown})")
         if not scan.manifest.entries:
             report["save"] = "skipped"
-            self._say(ctx, tracked, "save skipped (nothing at the cache paths)")
+            self._say(ctx, tracked, "save skipped: nothing at the cache paths")
             return None
         volatile = _volatile(tracked) if cache.type == "compiler" else (lambda _entry: False)
         content = scan.manifest.content_digest(volatile)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from tests.fixtures.databases import *  # noqa: F403  (fixtures are found by name)
 from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401 (a fixture, used by name)
-
-from .harness import Harness, start, stop
+from tests.integration.caches.harness import Harness, start, stop
 
 
 def _harness(tmp_path: Path, storage_url: str | None = None) -> Iterator[Harness]:

@@ -1,7 +1,7 @@
 """Caches through real jobs: the runner phase, the HTTP API, blob transfer by grants, the sandbox.
 
-Each test runs small workflows on a warm in-process kiln (``harness.py``), on the file blob store
-and on SeaweedFS.
+Each test runs small workflows on a warm in-process kiln (``harness.py``): those that move blobs in
+interesting ways on the file blob store and on SeaweedFS, the others on the file store only.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests.integration.caches.harness import Harness, context
 
 from kiln.caches import wire
-
-from .harness import Harness, context
 
 pytestmark = pytest.mark.sandbox
 
@@ -74,11 +73,11 @@ def test_deps_fall_back_after_a_lockfile_change_and_build_never_does(harness: Ha
     assert (again["dl"]["restore"], again["out"]["restore"]) == ("hit", "hit")
 
 
-def test_an_mtime_only_change_keeps_the_key(harness: Harness, write_project) -> None:
+def test_an_mtime_only_change_keeps_the_key(file_harness: Harness, write_project) -> None:
     project = write_project({"kiln.yml": DEPS, "lock.txt": "a\n"})
-    first = _caches(harness.run(project))
+    first = _caches(file_harness.run(project))
     os.utime(project / "lock.txt", (1_000_000, 1_000_000))
-    second = _caches(harness.run(project))
+    second = _caches(file_harness.run(project))
     assert second["dl"]["key"] == first["dl"]["key"]
     assert second["out"]["restore"] == "hit"
 
@@ -95,13 +94,13 @@ jobs:
 """
 
 
-def test_explain_names_the_input_that_differs(harness: Harness, write_project) -> None:
+def test_explain_names_the_input_that_differs(file_harness: Harness, write_project) -> None:
     project = write_project({"kiln.yml": EXPLAIN, "src/a.txt": "a\n"})
-    harness.run(project)
+    file_harness.run(project)
     (project / "kiln.yml").write_text(EXPLAIN.replace("FLAVOUR: plain", "FLAVOUR: fancy"))
     (project / "src" / "a.txt").write_text("A\n")
-    assert _caches(harness.run(project))["tree"]["restore"] == "miss"
-    answer = harness.caches().explain("build", "tree")
+    assert _caches(file_harness.run(project))["tree"]["restore"] == "miss"
+    answer = file_harness.caches().explain("build", "tree")
     assert answer.restore == "miss"
     differing = {i.name: (i.value, i.nearest) for i in answer.inputs if i.differs}
     assert set(differing) == {"env FLAVOUR", "file src/a.txt"}
@@ -151,17 +150,17 @@ jobs:
 """
 
 
-def test_a_secret_written_into_a_cached_path_is_refused(harness: Harness, write_project) -> None:
+def test_a_secret_written_into_a_cached_path_is_refused(file_harness: Harness, write_project) -> None:
     project = write_project({"kiln.yml": LEAKY})
-    summary = harness.run(project, secrets_={"API_TOKEN": SECRET})
+    summary = file_harness.run(project, secrets_={"API_TOKEN": SECRET})
     cache = _caches(summary)["home"]
     assert summary["status"] == "success"
     assert cache["save"] == "refused-secret"
     assert cache["error"] == "/root/.config/tool/credentials holds the value of secret API_TOKEN"
     assert SECRET not in str(summary)
-    log = "".join(line.data for line in harness.client.logs(summary["run_id"]).lines)
+    log = "".join(line.data for line in file_harness.client.logs(summary["run_id"]).lines)
     assert "refused-secret" in log and SECRET not in log
-    assert harness.caches().list().entries == []
+    assert file_harness.caches().list().entries == []
 
 
 POLICIES = """
@@ -178,9 +177,9 @@ jobs:
 """
 
 
-def test_when_and_policy_decide_what_is_restored_and_saved(harness: Harness, write_project) -> None:
+def test_when_and_policy_decide_what_is_restored_and_saved(file_harness: Harness, write_project) -> None:
     project = write_project({"kiln.yml": POLICIES})
-    failed = harness.run(project)
+    failed = file_harness.run(project)
     assert failed["status"] == "failed"
     caches = _caches(failed)
     assert {n: c["save"] for n, c in caches.items()} == {
@@ -190,7 +189,7 @@ def test_when_and_policy_decide_what_is_restored_and_saved(harness: Harness, wri
         "push": "saved",
     }
     (project / "ok").write_text("")
-    caches = _caches(harness.run(project))
+    caches = _caches(file_harness.run(project))
     assert {n: c["restore"] for n, c in caches.items()} == {
         "on-success": "miss",
         "always": "hit",
@@ -212,16 +211,16 @@ jobs:
 
 @pytest.mark.parametrize("fail_on_error", [False, True])
 def test_a_save_error_warns_unless_fail_on_error(
-    harness: Harness, write_project, fail_on_error: bool
+    file_harness: Harness, write_project, fail_on_error: bool
 ) -> None:
     project = write_project({"kiln.yml": BROKEN.replace("FAIL", str(fail_on_error).lower())})
-    summary = harness.run(project)
+    summary = file_harness.run(project)
     cache = _caches(summary)["tree"]
     assert cache["save"] == "error" and "/workspace/build is a symbolic link" in cache["error"]
     assert (summary["status"] == "success") is not fail_on_error
     if fail_on_error:
         assert "cache tree: /workspace/build is a symbolic link" in summary["jobs"][0]["error"]
-    assert harness.caches().list().entries == []
+    assert file_harness.caches().list().entries == []
 
 
 def test_a_corrupt_entry_is_a_miss_quarantined_and_reported(harness: Harness, write_project) -> None:
@@ -261,12 +260,14 @@ jobs:
 """
 
 
-def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(harness: Harness, write_project) -> None:
+def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(
+    file_harness: Harness, write_project
+) -> None:
     project = write_project({"kiln.yml": RACE, "src/a": "a"})
     results: list[dict] = []
 
     def run(ref: str) -> None:
-        results.append(harness.run(project, context("main")))
+        results.append(file_harness.run(project, context("main")))
 
     threads = [threading.Thread(target=run, args=(ref,)) for ref in ("main", "main")]
     for thread in threads:
@@ -275,8 +276,8 @@ def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(harness: Harn
         thread.join()
     saves = sorted(_caches(r)["tree"]["save"] for r in results)
     assert saves == ["lost-race", "saved"]
-    (entry,) = harness.caches().list(name="tree").entries
+    (entry,) = file_harness.caches().list(name="tree").entries
     winner = next(r for r in results if _caches(r)["tree"]["save"] == "saved")
     assert entry.producer_run_id == winner["run_id"]
-    check = harness.run(project)
+    check = file_harness.run(project)
     assert _caches(check)["tree"]["restore"] == "hit"
