@@ -8,7 +8,6 @@ to a running ``kiln server``.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from kiln import config
 from kiln.caches import wire
 from kiln.sandbox.base import format_size
+
+from .artifacts import open_client
 
 if TYPE_CHECKING:
     from kiln.caches.remote import UserCaches
@@ -30,32 +30,10 @@ __all__ = ["cache_group", "summary_lines", "with_exit_codes"]
 @contextmanager
 def _user_caches(server: str | None, token: str | None, tenant: str) -> Iterator[UserCaches]:
     from kiln.caches.remote import UserCaches
-    from kiln.runner.client import ControlPlaneClient
 
-    if server:
-        client = ControlPlaneClient(server, token, retry_deadline_s=15)
-        try:
-            yield UserCaches(client, tenant)
-        finally:
-            client.close()
-        return
-    from kiln.api.app import create_app
-    from kiln.api.plane import open_control_plane
-    from kiln.api.server import BackgroundServer
-
-    paths = config.Paths(config.kiln_home()).ensure()
-    plane = open_control_plane(
-        config.database_url(paths),
-        config.storage_url(paths),
-        spool_dir=paths.home / "spool",
-        api_token=secrets.token_urlsafe(24),  # only this process may talk to its server
-    )
-    with BackgroundServer(create_app(plane)) as server_:
-        client = ControlPlaneClient(server_.url, plane.api_token, retry_deadline_s=15)
-        try:
-            yield UserCaches(client, tenant)
-        finally:
-            client.close()
+    # The same connection as `kiln artifacts`: --server, or the local KILN_HOME's control plane.
+    with open_client(server, token) as client:
+        yield UserCaches(client, tenant)
 
 
 def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -23,9 +23,7 @@ _TENANT = Depends(scoped_tenant)
 
 def caches(cp: ControlPlane = Depends(plane)) -> CacheService:
     # The service holds no state of its own: the database and the blob store are the plane's.
-    # ControlPlane.db is being added by the storage work; until then the scheduler holds the database.
-    database = getattr(cp, "db", None) or cp.scheduler._db
-    return CacheService(database, cp.blobs)
+    return CacheService(cp.db, cp.blobs)
 
 
 # -- runners ---------------------------------------------------------------------------------------
