@@ -29,14 +29,13 @@ import platform
 import secrets
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.fixtures.seaweedfs, which knows how to start the server
 
+from bench.bench_storage import timed  # noqa: E402
 from tests.fixtures.seaweedfs import start_seaweedfs, stop_seaweedfs  # noqa: E402
 
 from kiln.api.app import create_app  # noqa: E402
@@ -51,12 +50,6 @@ from kiln.storage.digests import digest_file  # noqa: E402
 from kiln.storage.policy import BlobPolicy  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "remote_blobs.json"
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def remote_round_trip(

@@ -11,6 +11,7 @@ headers, ``Content-Length``); a ``policy`` looks at each request and names a fau
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import socket
 import struct
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Fault", "FaultProxy", "Request"]
+__all__ = ["EveryFifthWrite", "Fault", "FaultProxy", "Request"]
 
 Fault = Literal["cut_request", "drop_response", "cut_response"]
 
@@ -246,3 +247,20 @@ def _parse_head(head: bytes) -> tuple[Request, bool]:
             headers[name.strip().lower()] = value.strip()
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     return Request(method, target, int(headers.get("content-length", "0") or 0)), chunked
+
+
+class EveryFifthWrite:
+    """Break exactly one PUT in five (parts and single puts), alternating the kind of fault."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Fault | None:
+        if request.method != "PUT":
+            return None
+        with self._lock:
+            n = next(self._counter)
+        if n % 5:
+            return None
+        return "cut_request" if n % 10 else "drop_response"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,27 +12,10 @@ from tests.fixtures.seaweedfs import SeaweedFS
 from kiln.storage.digests import digest_file
 from kiln.storage.policy import BlobPolicy
 
-from .faultproxy import Fault, FaultProxy, Request
+from .faultproxy import EveryFifthWrite, FaultProxy
 from .plane import MIB, PATIENT, SMALL_PARTS, make_database, make_store, running_plane
 
 pytestmark = pytest.mark.slow
-
-
-class EveryFifthPut:
-    """Break exactly one PUT in five (parts and single puts), alternating the kind of fault."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Fault | None:
-        if request.method != "PUT":
-            return None
-        with self._lock:
-            n = next(self._counter)
-        if n % 5:
-            return None
-        return "cut_request" if n % 10 else "drop_response"
 
 
 def _port(url: str) -> int:
@@ -65,14 +46,14 @@ def test_runner_uploads_complete_when_a_fifth_of_the_part_uploads_fail(
     if store_kind == "s3":
         # The proxy sits between everybody and SeaweedFS: presigned URLs point through it.
         server: SeaweedFS = request.getfixturevalue("seaweedfs")
-        proxy = FaultProxy(_port(server.endpoint), EveryFifthPut()).start()
+        proxy = FaultProxy(_port(server.endpoint), EveryFifthWrite()).start()
         store_url = store_url.replace(server.endpoint, proxy.endpoint)
     with running_plane(
         database_url, store_kind, store_url, options, tmp_path / "plane-spool", policy
     ) as plane:
         if store_kind == "file":
             # The proxy sits between the runner and the control plane, which serves the parts itself.
-            proxy = FaultProxy(_port(plane.url), EveryFifthPut()).start()
+            proxy = FaultProxy(_port(plane.url), EveryFifthWrite()).start()
             client = plane.client(proxy.endpoint)
         else:
             client = plane.client()

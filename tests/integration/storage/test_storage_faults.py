@@ -17,7 +17,7 @@ from kiln.storage import JsonFileJournal, TransferConfig, download_file, open_bl
 from kiln.storage.base import BlobStore
 from kiln.storage.digests import digest_bytes, digest_file
 
-from .faultproxy import Fault, FaultProxy, Request
+from .faultproxy import EveryFifthWrite, Fault, FaultProxy, Request
 
 pytestmark = pytest.mark.s3
 
@@ -26,23 +26,6 @@ MIB = 1024 * 1024
 PATIENT = TransferConfig(
     part_size_bytes=5 * MIB, multipart_threshold_bytes=5 * MIB, part_attempts=8, backoff_base_s=0.01
 )
-
-
-class EveryFifthWrite:
-    """Break exactly one PUT in five (parts and single puts), alternating the kind of fault."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Fault | None:
-        if request.method != "PUT":
-            return None
-        with self._lock:
-            n = next(self._counter)
-        if n % 5:
-            return None
-        return "cut_request" if n % 10 else "drop_response"
 
 
 def _through(server: SeaweedFS, proxy: FaultProxy, prefix: str) -> BlobStore:
