@@ -183,8 +183,12 @@ class StorageJanitor:
             return None
         self._next = self._clock() + self._policy.gc_interval_s
         try:
-            self.last_report = collect_storage_garbage(self._db, self._store, self._policy)
+            self.last_report = self.collect()
         except KilnError as exc:  # the store or the database is away: try again next interval
             logger.warning("storage garbage collection failed: %s", exc)
             return None
         return self.last_report
+
+    def collect(self) -> StorageReport:
+        """One collection now (a subclass may do more first: ``kiln.artifacts.gc`` expires entries)."""
+        return collect_storage_garbage(self._db, self._store, self._policy)
