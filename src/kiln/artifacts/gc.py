@@ -14,15 +14,12 @@ expiry is stored.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kiln.artifacts.retention import ExpiryReport, expire_entries
-from kiln.errors import KilnError
-from kiln.janitor import StorageReport, collect_storage_garbage
+from kiln.janitor import StorageJanitor, StorageReport, collect_storage_garbage
 from kiln.metadata.db import Database
 from kiln.storage import BlobStore
 from kiln.storage.policy import BlobPolicy
@@ -101,36 +98,15 @@ def collect_garbage(
     return report
 
 
-class GarbageCollector:
-    """Runs :func:`collect_garbage` from the server's janitor loop, at most every ``gc_interval_s``.
+class GarbageCollector(StorageJanitor):
+    """The server's periodic collection (``JanitorLoop``): retention, then storage garbage.
 
-    It has the ``tick()`` of :class:`kiln.janitor.StorageJanitor`, which it stands in for. The
-    first collection waits one interval: a short-lived control plane never pays for listing the store.
+    A :class:`kiln.janitor.StorageJanitor` (same interval, same first wait) whose collection
+    expires entries first; ``last_gc`` holds the whole report of the latest one.
     """
 
-    def __init__(
-        self,
-        db: Database,
-        store: BlobStore,
-        policy: BlobPolicy | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._db = db
-        self._store = store
-        self._policy = policy or BlobPolicy()
-        self._clock = clock
-        self._due = clock() + self._policy.gc_interval_s
-        self.last_report: GcReport | None = None
+    last_gc: GcReport | None = None
 
-    def tick(self) -> GcReport | None:
-        """Collect if the interval has passed; return the report, or None if it was not time."""
-        if self._clock() < self._due:
-            return None
-        self._due = self._clock() + self._policy.gc_interval_s
-        try:
-            self.last_report = collect_garbage(self._db, self._store, self._policy)
-        except KilnError as exc:  # the store or the database is away: try again next interval
-            logger.warning("garbage collection failed: %s", exc)
-            return None
-        return self.last_report
+    def collect(self) -> StorageReport:
+        self.last_gc = collect_garbage(self._db, self._store, self._policy)
+        return self.last_gc.storage

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import httpx
 
 from kiln import config
-from kiln.errors import DigestMismatch, IntegrityError, UsageError
+from kiln.errors import ControlPlaneUnavailable, DigestMismatch, IntegrityError, UsageError
 from kiln.sandbox.base import format_size
 
 if TYPE_CHECKING:
@@ -137,11 +138,19 @@ def download_command(
             raise IntegrityError(f"artifact {name!r} of run {run_id} has no digest")
         archive = Path(tmp) / f"{name}.tar.zst"
         sha, size = hashlib.sha256(), 0
-        with client.download_artifact(run_id, name, job=artifact.job) as response, archive.open("wb") as out:
-            for chunk in response.iter_bytes(1024 * 1024):
-                sha.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        try:
+            with (
+                client.download_artifact(run_id, name, job=artifact.job) as response,
+                archive.open("wb") as out,
+            ):
+                for chunk in response.iter_bytes(1024 * 1024):
+                    sha.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ControlPlaneUnavailable(
+                f"the download of artifact {name!r} broke off after {size} bytes: {exc}; nothing was written"
+            ) from exc
         got = f"sha256:{sha.hexdigest()}"
         if got != artifact.digest or size != artifact.size_bytes:
             raise DigestMismatch(

@@ -114,7 +114,8 @@ def server_command(
     from kiln.api.app import create_app
     from kiln.api.plane import ControlPlane
     from kiln.api.server import BackgroundServer
-    from kiln.janitor import JanitorLoop, StorageJanitor
+    from kiln.artifacts.gc import GarbageCollector
+    from kiln.janitor import JanitorLoop
     from kiln.metadata.db import Database
     from kiln.scheduler import Scheduler
     from kiln.storage import open_blob_store
@@ -147,7 +148,8 @@ def server_command(
     _wait_for_signal(stop)
     with (
         BackgroundServer(create_app(plane), host, port, log_level="info", own_logging=False) as server,
-        JanitorLoop(plane.scheduler, storage=StorageJanitor(plane.db, plane.blobs, plane.blob_policy)),
+        # Retention first (it releases expired artifacts' and caches' blobs), then storage garbage.
+        JanitorLoop(plane.scheduler, storage=GarbageCollector(plane.db, plane.blobs, plane.blob_policy)),
     ):
         log.info(
             "kiln server listening on %s",

@@ -114,5 +114,6 @@ def test_the_server_loop_collects_at_its_interval(database: Database, store: Blo
     assert collector.tick() is None  # the first collection waits one interval
     ticks.advance(1.5)
     report = collector.tick()
-    assert report is not None and report is collector.last_report and not report.storage.dry_run
+    assert report is not None and report is collector.last_report and not report.dry_run
+    assert collector.last_gc is not None and collector.last_gc.storage is report
     assert collector.tick() is None
