@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from kiln.spec.artifacts import Artifact, duplicate_artifact_problems
 from kiln.spec.caches import Cache, duplicate_cache_problems
+from kiln.spec.images import Image, ImageName
 from kiln.spec.loader import format_loc
 from kiln.spec.references import reference_problems
 from kiln.spec.scalars import check_env_name, scalar_text
@@ -240,7 +241,7 @@ class Job(_Model):
     """A list of steps run in one fresh sandbox; jobs run one after another, in file order."""
 
     image: str = Field(
-        "host", min_length=1, description="`host` (default), `busybox`, or (later) a name from `images:`."
+        "host", min_length=1, description="`host` (default), `busybox`, or a name from `images:`."
     )
     network: bool = Field(False, description="Network access; default: none (loopback only).")
     timeout_s: Duration = Field(3600.0, alias="timeout", description="Wall-clock limit of the whole job.")
@@ -294,13 +295,16 @@ class Workflow(_Model):
         description="Jobs, run one after another in file order.",
         json_schema_extra={"additionalProperties": False},
     )
-    images: NotYetSupported = Field(None, exclude=True)
+    images: dict[ImageName, Image] = Field(
+        default_factory=dict,
+        description="Build environments: a base and steps, built into cached layers; jobs name one "
+        "in `image:`.",
+        json_schema_extra={"additionalProperties": False},
+    )
 
     # Top-level `x-…` keys are free for YAML anchors (`x-defaults: &defaults {...}`), as in Docker
     # Compose: without such a place, anchors could only be defined inside a job.
     model_config = ConfigDict(json_schema_extra={"patternProperties": {f"^{EXTENSION_PREFIX}": {}}})
-
-    _refuse_slots = field_validator("images", mode="before")(_refuse_not_yet_supported)
 
     @model_validator(mode="before")
     @classmethod
@@ -314,7 +318,10 @@ class Workflow(_Model):
         # parse_workflow runs the same check on the raw YAML (so it is reported together with
         # every other problem, at the right line); this keeps the invariant for JSON input.
         found = reference_problems(
-            {"jobs": {name: {"image": job.image, "needs": job.needs} for name, job in self.jobs.items()}}
+            {
+                "images": {name: {"from": image.from_} for name, image in self.images.items()},
+                "jobs": {name: {"image": job.image, "needs": job.needs} for name, job in self.jobs.items()},
+            }
         )
         if found:
             summary = "; ".join(f"{format_loc(loc)}: {message}" for loc, message in found)

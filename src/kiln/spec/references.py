@@ -1,4 +1,4 @@
-"""Checks that span jobs: ``needs`` (only earlier jobs) and ``image`` (a known image).
+"""Checks that span jobs: ``needs`` (only earlier jobs), ``image`` (a known image), images' ``from``.
 
 These cannot be field validators: a job does not know its own name or the jobs around it. They
 run twice on purpose. :func:`kiln.spec.parse_workflow` runs them on the raw YAML data, so they are
@@ -17,7 +17,7 @@ from kiln.spec.loader import Loc
 
 __all__ = ["BUILTIN_IMAGES", "nearest", "reference_problems"]
 
-#: Images every kiln provides; custom ones will come from the top-level `images:`.
+#: Images every kiln provides; custom ones come from the top-level `images:`.
 BUILTIN_IMAGES = ("host", "busybox")
 
 
@@ -41,17 +41,23 @@ def reference_problems(data: object) -> list[tuple[Loc, str]]:
     list[tuple[Loc, str]]
         One ``(path, message)`` per problem, in file order; the path is the offending value.
     """
+    # Imported here: kiln.spec.images builds on this module's `nearest`.
+    from kiln.spec.images import image_reference_problems, known_images
+
+    found: list[tuple[Loc, str]] = []
+    if isinstance(data, Mapping):
+        found += image_reference_problems(data.get("images"))
     jobs = data.get("jobs") if isinstance(data, Mapping) else None
     if not isinstance(jobs, Mapping):
-        return []
+        return found
+    custom = known_images(data)
     order = {name: index for index, name in enumerate(jobs)}
-    found: list[tuple[Loc, str]] = []
     for name, job in jobs.items():
         if not isinstance(job, Mapping):
             continue
         image = job.get("image")
-        if isinstance(image, str) and image and image not in BUILTIN_IMAGES:
-            found.append((("jobs", name, "image"), _unknown_image(image)))
+        if isinstance(image, str) and image and image not in BUILTIN_IMAGES and image not in custom:
+            found.append((("jobs", name, "image"), _unknown_image(image, custom)))
         needs = job.get("needs")
         # `needs: lint` is accepted as `needs: [lint]`; its path is then the key itself.
         entries: list[tuple[Loc, object]] = (
@@ -89,11 +95,12 @@ def _unknown_job(needed: str, jobs: list[str]) -> str:
     return f"needs unknown job `{needed}`; {hint}"
 
 
-def _unknown_image(image: str) -> str:
-    guess = nearest(image, list(BUILTIN_IMAGES))
+def _unknown_image(image: str, custom: list[str]) -> str:
+    guess = nearest(image, [*BUILTIN_IMAGES, *custom])
     if guess:
         return f"unknown image `{image}`; did you mean `{guess}`?"
+    defined = ", ".join(f"`{name}`" for name in custom) if custom else "none"
     return (
-        f"unknown image `{image}`; the built-in images are `host` and `busybox` "
-        "(custom images from `images:` come in a later kiln version)"
+        f"unknown image `{image}`; the built-in images are `host` and `busybox`, and the images "
+        f"defined under `images:` are: {defined}"
     )

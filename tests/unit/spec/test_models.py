@@ -120,17 +120,6 @@ def test_workflow_from_json_keeps_the_needs_order_invariant() -> None:
         Workflow.model_validate(data)
 
 
-@pytest.mark.parametrize(("model", "key"), [(Workflow, "images")])
-def test_reserved_keys_are_refused_even_when_empty(model: type[Job | Workflow], key: str) -> None:
-    with pytest.raises(ValidationError, match=f"`{key}:` is not supported yet by this kiln version"):
-        model.model_validate({"name": "x", "jobs": {}, "steps": [], key: None})
-
-
-def test_reserved_keys_are_not_serialized() -> None:
-    dumped = parse_workflow(FULL).model_dump(mode="json")
-    assert "images" not in dumped
-
-
 _NAMES = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
 _ENV = st.dictionaries(
     st.from_regex(r"[A-Z_][A-Z0-9_]{0,6}", fullmatch=True), st.text(max_size=8), max_size=3

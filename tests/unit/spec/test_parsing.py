@@ -181,21 +181,6 @@ def test_an_unknown_image() -> None:
     assert problem.message.startswith("jobs.a.image: unknown image `debian`; the built-in images are")
 
 
-@pytest.mark.parametrize(
-    ("text", "position", "message"),
-    [
-        (
-            "name: demo\nimages: {}\njobs: {a: {steps: [{run: x}]}}\n",
-            (2, 1),
-            "`images:` is not supported yet by this kiln version",
-        ),
-    ],
-)
-def test_reserved_keys_are_errors_at_the_key(text: str, position: tuple[int, int], message: str) -> None:
-    problem = only_problem(text)
-    assert (at(problem), problem.message) == (position, message)
-
-
 def test_a_duplicate_key_points_at_the_second_one() -> None:
     problem = only_problem(HEAD + "  a:\n    steps: [{run: x}]\n    image: host\n    image: busybox\n")
     assert (at(problem), problem.loc) == ((6, 5), ("jobs", "a", "image"))

@@ -50,7 +50,7 @@ def test_the_yaml_form_of_a_dump_matches_the_schema() -> None:
         _with_job(limits={"memory": "2 gigs"}),
         _with_job(env={"1FOO": "x"}),
         _with_job(caches=[{"name": "x", "type": "cargo", "paths": ["a"]}]),
-        {**VALID, "images": {}},
+        {**VALID, "images": {"tools": {"steps": []}}},
         {**VALID, "jobs": {}},
         {**VALID, "jobs": {"bad name": {"steps": [{"run": "x"}]}}},
         _with_job(steps=[]),
