@@ -59,6 +59,8 @@ class SubmitIn(BaseModel):
     # Secrets are held in the server's memory for the run's lifetime and handed to the runner with
     # the lease; they are never written to the database or to a log.
     secrets: dict[str, str] = {}
+    # kiln.lock beside the workflow (its JSON), when there is one: custom images build from it.
+    lock: dict[str, Any] | None = None
 
 
 class ProblemOut(BaseModel):
@@ -149,6 +151,8 @@ class LeaseOut(BaseModel):
     secrets: dict[str, str] = {}
     # True when this server process never held the run's secrets (it restarted since the submit).
     secrets_lost: bool = False
+    # The job's custom image, its base images and their lock entries (kiln.images.plan).
+    image_plan: dict[str, Any] | None = None
 
 
 class HeartbeatOut(BaseModel):

@@ -32,6 +32,7 @@ __all__ = [
     "ARCHIVE_FORMAT",
     "CLAMPED_MTIME",
     "ArchiveInfo",
+    "HashingWriter",
     "UnsafeArchive",
     "pack",
     "pack_members",
@@ -75,6 +76,9 @@ class _HashingWriter(io.RawIOBase):
         self.size += len(view)
         self._target.write(view)
         return len(view)
+
+
+HashingWriter = _HashingWriter  # image layers are hashed (diff_id, digest) on their way out the same way
 
 
 def _with_parents(paths: Iterable[str]) -> list[str]:

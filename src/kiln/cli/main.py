@@ -23,6 +23,7 @@ from .cache import summary_lines as cache_summary_lines
 from .cache import with_exit_codes as cache_commands
 from .context import context_from_options, parse_secrets, run_context_options
 from .gc import gc_command
+from .images import images_commands, record_lock_updates
 from .service import with_exit_codes as service_commands
 from .submission import workflow_and_source
 from .submit import commands as submit_commands
@@ -117,6 +118,7 @@ def run(workflow: Path, source: Path | None, as_json: bool, **options: Any) -> N
         Paths(kiln_home()),
         console,
     )
+    record_lock_updates(final, workflow, console)
     summary = run_summary(final)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -157,6 +159,7 @@ for _command in [
     cli.add_command(_command)
 cli.add_command(cache_commands(_exits))
 cli.add_command(artifact_commands(_exits))
+cli.add_command(images_commands(_exits))
 gc_command.callback = _exits(gc_command.callback)  # type: ignore[arg-type]
 cli.add_command(gc_command)
 

@@ -13,6 +13,8 @@ from kiln.api.models import RunContextIn, RunOut, SubmitIn
 from kiln.runner.client import ControlPlaneClient
 from kiln.source import snapshot_source
 
+from .images import lock_for_submit
+
 __all__ = ["submit_workflow", "workflow_and_source"]
 
 
@@ -61,6 +63,7 @@ def submit_workflow(
             workflow_filename=str(workflow_path),
             source_digest=snapshot.info.digest,
             secrets=secrets,
+            lock=lock_for_submit(workflow_path),
         )
     )
     console.print(f"[dim]kiln: run {run.run_id}: {len(run.jobs)} jobs[/dim]", highlight=False)

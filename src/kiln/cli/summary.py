@@ -57,9 +57,20 @@ def run_summary(run: RunOut) -> dict[str, Any]:
 
 
 def exit_code_for(run: RunOut) -> int:
-    """0 every job succeeded, 1 a job failed or the run was cancelled, 3 kiln could not run a job."""
+    """0 every job succeeded, 1 a job failed or the run was cancelled, 3 kiln could not run a job.
+
+    A job whose custom image could not be built ends ``error``; when the cause was the user's (a
+    build step failed, a copy source is missing) rather than kiln's, the run exits 1.
+    """
     if run.status == "success":
         return 0
     if run.status == "error":
-        return 3
+        errored = [job for job in run.jobs if job.status == "error"]
+        return 1 if errored and all(_image_failed_by_user(job) for job in errored) else 3
     return 1
+
+
+def _image_failed_by_user(job: JobOut) -> bool:
+    report = job.attempts[-1].report if job.attempts else {}
+    failure = report.get("image", {}).get("failure") if isinstance(report.get("image"), dict) else None
+    return isinstance(failure, dict) and failure.get("kind") == "user"

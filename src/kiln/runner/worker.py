@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kiln.api.models import LeaseOut
 from kiln.errors import Forbidden, InfrastructureError, KilnError, LeaseLost, Unauthorized
+from kiln.images.provider import ImageProvider
 from kiln.runner.client import ControlPlaneClient
 from kiln.runner.executor import JobExecutor, JobResult
 from kiln.sandbox import probe, reap_orphans
@@ -80,7 +81,7 @@ class Runner:
         self.run_id = run_id
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
-        self.executor = JobExecutor(client, state_dir, echo=echo)
+        self.executor = JobExecutor(client, state_dir, echo=echo, images=ImageProvider(client, state_dir))
         self.results: list[JobResult] = []
         self._current: LeaseOut | None = None
         self._current_lock = threading.Lock()

@@ -95,6 +95,8 @@ class JobSandbox:
         Memory, pids and CPU limits for the job as a whole.
     hostname
         The hostname steps see.
+    build
+        Run steps as an image build step (see :func:`~kiln.sandbox.launcher.bwrap_argv`).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class JobSandbox:
         name: str,
         limits: Limits,
         hostname: str = "kiln",
+        build: bool = False,
     ) -> None:
         self.rootfs = rootfs
         # Absolute paths: they go into mount options and into the owner record read by reapers.
@@ -114,6 +117,7 @@ class JobSandbox:
         self.name = name
         self.limits = limits
         self.hostname = hostname
+        self.build = build
         self.job_id = _job_id(name)
         self._caps: Capabilities | None = None
         self._cgroup: JobCgroup | None = None
@@ -235,6 +239,7 @@ class JobSandbox:
         timeout_s: float | None,
         output: Callable[[bytes], None],
         cwd: str = WORKSPACE,
+        binds: Sequence[tuple[Path, str]] = (),
     ) -> StepOutcome:
         """Run one step and block until its last process is gone.
 
@@ -253,6 +258,8 @@ class JobSandbox:
             Called with chunks of combined stdout and stderr as they arrive, in this thread.
         cwd
             Working directory inside the sandbox.
+        binds
+            Extra read-write ``(host path, path inside)`` binds for this step (cache mounts).
 
         Returns
         -------
@@ -274,12 +281,19 @@ class JobSandbox:
                 raise RuntimeError("a JobSandbox runs one step at a time")
             self._running = True
         try:
-            return self._run(argv, env, network, timeout_s, output, cwd)
+            return self._run(argv, env, network, timeout_s, output, cwd, binds)
         finally:
             with self._lock:
                 self._running = False
 
-    def _argv(self, argv: Sequence[str], env: Mapping[str, str], network: bool, cwd: str) -> list[str]:
+    def _argv(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        network: bool,
+        cwd: str,
+        binds: Sequence[tuple[Path, str]] = (),
+    ) -> list[str]:
         assert self._caps is not None and self._cgroup is not None and self._scratch is not None
         scratch = self._scratch
         lowers = list(self.rootfs.layers) or [scratch.base]
@@ -293,6 +307,8 @@ class JobSandbox:
             hostname=self.hostname,
             cwd=cwd,
             argv=argv,
+            binds=binds,
+            build=self.build,
         )
         return launcher_argv(
             self._caps.tools,
@@ -310,11 +326,12 @@ class JobSandbox:
         timeout_s: float | None,
         output: Callable[[bytes], None],
         cwd: str,
+        binds: Sequence[tuple[Path, str]] = (),
     ) -> StepOutcome:
         assert self._cgroup is not None and self._wake_r is not None
         cgroup = self._cgroup
         validate_env(env)
-        command = self._argv(argv, env, network, cwd)
+        command = self._argv(argv, env, network, cwd, binds)
         before = cgroup.counters()
         self._drain_wake()
 

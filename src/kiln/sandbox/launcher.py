@@ -20,6 +20,7 @@ from kiln.errors import SandboxUnavailable
 from kiln.sandbox.base import WORKSPACE
 
 __all__ = [
+    "BUILD_CAPABILITIES",
     "LAUNCHER_FAILED_EXIT",
     "LAUNCHER_SCRIPT",
     "MAX_LOWER_LAYERS",
@@ -38,6 +39,24 @@ MAX_MOUNT_OPTIONS = 4095
 """The mount data string is one page, NUL included."""
 
 LAUNCHER_FAILED_EXIT = 125
+
+BUILD_CAPABILITIES = (
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+)
+"""What an image build step keeps: Docker's default set without MKNOD and NET_RAW. Package
+managers chown files to system users (``_apt``, ``man``) and drop privileges, which needs real uids
+(no user namespace) and these capabilities; nothing here can mount, load modules or reach devices."""
 
 # Runs as pid P inside the new mount namespace, arguments:
 #   N, then N cgroup.procs files, overlay-options, merged-dir, bwrap-argv...
@@ -119,6 +138,8 @@ def bwrap_argv(
     hostname: str,
     cwd: str,
     argv: Sequence[str],
+    binds: Sequence[tuple[Path, str]] = (),
+    build: bool = False,
 ) -> list[str]:
     """The bubblewrap command line for one step. Why each flag:
 
@@ -145,6 +166,10 @@ def bwrap_argv(
     * ``--die-with-parent``: bwrap and the step die if the runner dies (PR_SET_PDEATHSIG).
     * ``--new-session``: setsid, so the step cannot push input into a terminal (TIOCSTI).
     * ``--clearenv`` + ``--setenv``: the step sees exactly ``env``, never the runner's.
+
+    ``binds`` are extra read-write ``(host path, path inside)`` binds (an image build's cache
+    mounts). ``build`` is for image build steps: no user namespace (real uids, so files can belong
+    to system users) and :data:`BUILD_CAPABILITIES` instead of none; every other namespace as above.
     """
     validate_env(env)
     if not argv:
@@ -158,11 +183,21 @@ def bwrap_argv(
     for host_path, inside in ro_binds:
         args += ["--ro-bind", str(host_path), inside]
     args += ["--bind", str(workspace), WORKSPACE]
+    for host_path, inside in binds:
+        args += ["--bind", str(host_path), inside]
     args += ["--dev", "/dev", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
     args += ["--perms", "1777", "--tmpfs", "/tmp"]
-    args += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-    if network:
-        args += ["--share-net"]
+    if build:
+        # Not --unshare-all: it includes a user namespace, which would map uid 0 alone.
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup"]
+        args += [] if network else ["--unshare-net"]
+        args += ["--cap-drop", "ALL"]
+        for capability in BUILD_CAPABILITIES:
+            args += ["--cap-add", capability]
+    else:
+        args += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        if network:
+            args += ["--share-net"]
     args += ["--die-with-parent", "--new-session", "--clearenv"]
     for key in sorted(env):
         args += ["--setenv", key, env[key]]

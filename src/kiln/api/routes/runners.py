@@ -27,6 +27,7 @@ from kiln.api.models import (
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
 from kiln.errors import Forbidden
+from kiln.images.plan import split_spec
 from kiln.scheduler import LogChunk
 
 router = APIRouter(tags=["runners"])
@@ -44,6 +45,7 @@ def lease(
     if job is None:
         return Response(status_code=204)
     secrets = cp.secrets.get(job.run_id)
+    spec, image_plan = split_spec(job.spec)
     ctx = job.context
     return LeaseOut(
         run_id=job.run_id,
@@ -54,7 +56,8 @@ def lease(
         lease_token=job.lease_token,
         lease_expires_at=job.lease_expires_at,
         lease_ttl_s=cp.scheduler.lease_ttl_s,
-        spec=job.spec,
+        spec=spec,
+        image_plan=image_plan,
         workflow_env=job.workflow_env,
         workflow_name=job.workflow_name,
         source_digest=job.source_digest,

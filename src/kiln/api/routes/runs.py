@@ -14,6 +14,7 @@ from kiln.api.models import LogLineOut, LogsOut, RunOut, RunSummaryOut, SubmitIn
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
 from kiln.errors import NotFound
+from kiln.images.plan import with_image_plan
 from kiln.scheduler import RunContext
 from kiln.spec import parse_workflow
 
@@ -42,7 +43,7 @@ def submit(
             is_fork=ctx.is_fork,
         ),
         workflow_name=workflow.name,
-        jobs=[(name, job.model_dump(mode="json")) for name, job in workflow.jobs.items()],
+        jobs=[(name, with_image_plan(workflow, job, body.lock)) for name, job in workflow.jobs.items()],
         workflow_json=workflow.model_dump(mode="json"),
         workflow_text=body.workflow_text,
         source_digest=body.source_digest,
