@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kiln import __version__
 from kiln.api.plane import ControlPlane
-from kiln.api.routes import artifacts, blobs, caches, health, runners, runs, sources
+from kiln.api.routes import artifacts, blobs, caches, health, images, runners, runs, sources
 from kiln.errors import KilnError, Unauthorized, WorkflowInvalid
 
 __all__ = ["create_app"]
@@ -44,7 +44,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return JSONResponse(status_code=exc.http_status, content=_error_body(exc))
 
     app.include_router(health.router)
-    for module in (runs, runners, sources, caches, artifacts, blobs):
+    for module in (runs, runners, sources, caches, artifacts, blobs, images):
         app.include_router(module.router, prefix="/v1", dependencies=[Depends(authorize)])
     # A signed grant URL is its own authorization, like a presigned S3 URL: no API token.
     app.include_router(blobs.grant_router)
