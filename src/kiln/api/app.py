@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kiln import __version__
+from kiln.api.auth import authenticate
 from kiln.api.plane import ControlPlane
-from kiln.api.routes import artifacts, blobs, caches, health, images, runners, runs, sources
-from kiln.errors import KilnError, Unauthorized, WorkflowInvalid
+from kiln.api.routes import artifacts, blobs, caches, health, images, runners, runs, sources, tenants, tokens
+from kiln.errors import KilnError, WorkflowInvalid
 
 __all__ = ["create_app"]
-
-_bearer = HTTPBearer(auto_error=False)
 
 
 def _error_body(exc: KilnError) -> dict:
@@ -29,13 +25,6 @@ def _error_body(exc: KilnError) -> dict:
 
 
 def create_app(plane: ControlPlane) -> FastAPI:
-    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        if plane.api_token is None:
-            return
-        # Constant-time compare, and the same answer for a missing and a wrong token.
-        if creds is None or not hmac.compare_digest(creds.credentials, plane.api_token):
-            raise Unauthorized()
-
     app = FastAPI(title="kiln", version=__version__)
     app.state.plane = plane
 
@@ -44,8 +33,9 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return JSONResponse(status_code=exc.http_status, content=_error_body(exc))
 
     app.include_router(health.router)
-    for module in (runs, runners, sources, caches, artifacts, blobs, images):
-        app.include_router(module.router, prefix="/v1", dependencies=[Depends(authorize)])
+    # Every /v1 route: the caller's token is resolved and checked first (kiln.api.auth).
+    for module in (runs, runners, sources, caches, artifacts, blobs, images, tenants, tokens):
+        app.include_router(module.router, prefix="/v1", dependencies=[Depends(authenticate)])
     # A signed grant URL is its own authorization, like a presigned S3 URL: no API token.
     app.include_router(blobs.grant_router)
     return app

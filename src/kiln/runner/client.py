@@ -8,6 +8,7 @@ translated back into the kiln error class the server raised (its name travels in
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,18 @@ from typing import Any
 import httpx
 
 from kiln import errors
+from kiln.api.access_models import (
+    PrincipalOut,
+    RegisteredOut,
+    RegisterIn,
+    RepositoryIn,
+    RepositoryOut,
+    TenantIn,
+    TenantOut,
+    TokenCreatedOut,
+    TokenCreateIn,
+    TokenOut,
+)
 from kiln.api.blob_models import (
     DownloadGrantIn,
     DownloadGrantOut,
@@ -37,9 +50,11 @@ from kiln.api.models import (
     LogChunkIn,
     LogsIn,
     LogsOut,
+    ReleaseIn,
     ReportIn,
     ReportSection,
     RunOut,
+    RunSummaryOut,
     StepFinishIn,
     StepStartIn,
     SubmitIn,
@@ -56,6 +71,7 @@ from kiln.errors import ControlPlaneUnavailable, KilnError, SpecProblem, Workflo
 __all__ = ["ControlPlaneClient"]
 
 _RETRYABLE_STATUS = {502, 503, 504}
+log = logging.getLogger(__name__)
 
 
 class _FileBody:
@@ -126,9 +142,11 @@ class ControlPlaneClient:
                     if response.is_error:
                         raise _translate(response)
                     return response
-                failure = f"HTTP {response.status_code}"
+                failure = f"HTTP {response.status_code} ({_translate(response).message})"
             if self._clock() + delay > deadline:
                 raise ControlPlaneUnavailable(f"control plane at {self.base_url} unreachable: {failure}")
+            if delay >= 0.4:  # past the first quick retries: an outage, say so
+                log.warning("%s %s failed (%s); retrying", method, url, failure, extra={"action": "retry"})
             self._sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
@@ -174,8 +192,10 @@ class ControlPlaneClient:
         return None if response.status_code == 204 else LeaseOut.model_validate(response.json())
 
     @contextmanager
-    def download_source(self, digest: str) -> Iterator[httpx.Response]:
-        with self._stream(f"/v1/sources/{digest}") as response:
+    def download_source(self, digest: str, lease_token: str | None = None) -> Iterator[httpx.Response]:
+        """Stream a source snapshot; a runner passes its job token (the job's run's source only)."""
+        headers = self._lease(lease_token) if lease_token else {}
+        with self._stream(f"/v1/sources/{digest}", headers=headers) as response:
             yield response
 
     @contextmanager
@@ -244,45 +264,6 @@ class ControlPlaneClient:
         response = self._request(method, f"/v1{path}", json=json, params=params, headers=headers)
         return response.json() if response.content else None
 
-    # -- blobs (through grants; see kiln.runner.blobs) ----------------------------------------------
-
-    def start_blob_upload(self, attempt_id: str, token: str, body: UploadStartIn) -> UploadStartOut:
-        """Open (or resume) an upload session, or learn that the blob is already stored."""
-        url = f"/v1/attempts/{attempt_id}/blobs/uploads"
-        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
-        return UploadStartOut.model_validate(response.json())
-
-    def blob_part_grants(
-        self, attempt_id: str, token: str, session_id: str, part_numbers: list[int]
-    ) -> PartGrantsOut:
-        """Fresh grants for parts of an upload session (or its single PUT)."""
-        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/grants"
-        body = PartGrantsIn(part_numbers=part_numbers).model_dump()
-        return PartGrantsOut.model_validate(
-            self._request("POST", url, json=body, headers=self._lease(token)).json()
-        )
-
-    def complete_blob_upload(
-        self, attempt_id: str, token: str, session_id: str, body: UploadCompleteIn
-    ) -> UploadCompleteOut:
-        """Have the control plane complete the upload and check the stored blob (safe to repeat)."""
-        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/complete"
-        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
-        return UploadCompleteOut.model_validate(response.json())
-
-    def abort_blob_upload(self, attempt_id: str, token: str, session_id: str) -> None:
-        """Abort an upload session (safe to repeat)."""
-        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/abort"
-        self._request("POST", url, headers=self._lease(token))
-
-    def blob_download_grant(self, attempt_id: str, token: str, digest: str) -> DownloadGrantOut:
-        """A GET grant for one blob (BlobNotFound if it is not stored or not the tenant's)."""
-        url = f"/v1/attempts/{attempt_id}/blobs/download"
-        body = DownloadGrantIn(digest=digest).model_dump()
-        return DownloadGrantOut.model_validate(
-            self._request("POST", url, json=body, headers=self._lease(token)).json()
-        )
-
     # -- artifacts ---------------------------------------------------------------------------------
 
     def reserve_artifact(self, attempt_id: str, token: str, body: ArtifactReserveIn) -> ArtifactOut:
@@ -333,3 +314,101 @@ class ControlPlaneClient:
         params = {"job": job} if job else {}
         with self._stream(f"/v1/runs/{run_id}/artifacts/{name}/archive", params=params) as response:
             yield response
+
+    # -- blobs (through grants; see kiln.runner.blobs) ----------------------------------------------
+
+    def start_blob_upload(self, attempt_id: str, token: str, body: UploadStartIn) -> UploadStartOut:
+        """Open (or resume) an upload session, or learn that the blob is already stored."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads"
+        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
+        return UploadStartOut.model_validate(response.json())
+
+    def blob_part_grants(
+        self, attempt_id: str, token: str, session_id: str, part_numbers: list[int]
+    ) -> PartGrantsOut:
+        """Fresh grants for parts of an upload session (or its single PUT)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/grants"
+        body = PartGrantsIn(part_numbers=part_numbers).model_dump()
+        return PartGrantsOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )
+
+    def complete_blob_upload(
+        self, attempt_id: str, token: str, session_id: str, body: UploadCompleteIn
+    ) -> UploadCompleteOut:
+        """Have the control plane complete the upload and check the stored blob (safe to repeat)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/complete"
+        response = self._request("POST", url, json=body.model_dump(), headers=self._lease(token))
+        return UploadCompleteOut.model_validate(response.json())
+
+    def abort_blob_upload(self, attempt_id: str, token: str, session_id: str) -> None:
+        """Abort an upload session (safe to repeat)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/uploads/{session_id}/abort"
+        self._request("POST", url, headers=self._lease(token))
+
+    def blob_download_grant(self, attempt_id: str, token: str, digest: str) -> DownloadGrantOut:
+        """A GET grant for one blob (BlobNotFound if it is not stored or not the tenant's)."""
+        url = f"/v1/attempts/{attempt_id}/blobs/download"
+        body = DownloadGrantIn(digest=digest).model_dump()
+        return DownloadGrantOut.model_validate(
+            self._request("POST", url, json=body, headers=self._lease(token)).json()
+        )
+
+    # -- scale-out: identity, runner registration, giving a job back, tokens, tenants ---------------
+
+    def with_token(self, token: str) -> ControlPlaneClient:
+        """A client of the same server that presents ``token`` instead (e.g. after registering)."""
+        return ControlPlaneClient(
+            self.base_url,
+            token,
+            retry_deadline_s=self._retry_deadline_s,
+            timeout_s=self._http.timeout.read or 30.0,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    def whoami(self) -> PrincipalOut:
+        return PrincipalOut.model_validate(self._request("GET", "/v1/whoami").json())
+
+    def register_runner(self, name: str | None, labels: list[str]) -> RegisteredOut:
+        """Register this runner (with a registration or admin token); the answer holds its own token."""
+        body = RegisterIn(name=name, labels=labels).model_dump()
+        return RegisteredOut.model_validate(self._request("POST", "/v1/runners/register", json=body).json())
+
+    def release(self, attempt_id: str, token: str, reason: str) -> None:
+        """Give the job back: it is queued again and this attempt ends (the runner is stopping)."""
+        body = ReleaseIn(reason=reason[:2000]).model_dump()
+        self._request("POST", f"/v1/attempts/{attempt_id}/release", json=body, headers=self._lease(token))
+
+    def list_runs(self, *, tenant: str | None = None, limit: int = 50) -> list[RunSummaryOut]:
+        params: dict[str, Any] = {"limit": limit, **({"tenant": tenant} if tenant else {})}
+        response = self._request("GET", "/v1/runs", params=params)
+        return [RunSummaryOut.model_validate(item) for item in response.json()]
+
+    def create_token(self, body: TokenCreateIn) -> TokenCreatedOut:
+        response = self._request("POST", "/v1/tokens", json=body.model_dump())
+        return TokenCreatedOut.model_validate(response.json())
+
+    def list_tokens(self, *, tenant: str | None = None, revoked: bool = False) -> list[TokenOut]:
+        params: dict[str, Any] = {"revoked": revoked, **({"tenant": tenant} if tenant else {})}
+        response = self._request("GET", "/v1/tokens", params=params)
+        return [TokenOut.model_validate(item) for item in response.json()]
+
+    def revoke_token(self, token_id: str) -> TokenOut:
+        return TokenOut.model_validate(self._request("POST", f"/v1/tokens/{token_id}/revoke").json())
+
+    def create_tenant(self, name: str) -> TenantOut:
+        response = self._request("POST", "/v1/tenants", json=TenantIn(name=name).model_dump())
+        return TenantOut.model_validate(response.json())
+
+    def list_tenants(self) -> list[TenantOut]:
+        return [TenantOut.model_validate(item) for item in self._request("GET", "/v1/tenants").json()]
+
+    def create_repository(self, tenant: str, name: str) -> RepositoryOut:
+        body = RepositoryIn(name=name).model_dump()
+        response = self._request("POST", f"/v1/tenants/{tenant}/repositories", json=body)
+        return RepositoryOut.model_validate(response.json())
+
+    def list_repositories(self, tenant: str) -> list[RepositoryOut]:
+        response = self._request("GET", f"/v1/tenants/{tenant}/repositories")
+        return [RepositoryOut.model_validate(item) for item in response.json()]

@@ -102,7 +102,7 @@ class Heartbeat:
             if unconfirmed_s > self._unconfirmed_limit_s:
                 log.warning(
                     "no heartbeat of attempt %s confirmed for %.1fs: stopping the job, whose lease may "
-                    "have expired (the control plane cannot be reached)",
+                    "have expired (the runner was paused, or cut off from the control plane)",
                     self._attempt_id,
                     unconfirmed_s,
                 )
