@@ -140,9 +140,11 @@ def _set_xattrs(fd: int, name: str, info: tarfile.TarInfo) -> None:
 
 
 def _finish(fd: int, name: str, info: tarfile.TarInfo, *, link: bool = False) -> None:
+    # In this order: chown clears setuid bits and file capabilities, so mode and xattrs come after.
     os.chown(name, info.uid, info.gid, dir_fd=fd, follow_symlinks=False)
     if not link:
         os.chmod(name, info.mode & 0o7777, dir_fd=fd)
+    _set_xattrs(fd, name, info)
     os.utime(name, ns=(info.mtime * 10**9, info.mtime * 10**9), dir_fd=fd, follow_symlinks=False)
 
 
@@ -247,13 +249,11 @@ def unpack_layer(
                     else:
                         raise UnsafeArchive(f"layer entry {info.name!r} has a type kiln does not unpack")
                     links["/".join(parts)] = parts
-                    _set_xattrs(fd, name, info)
                     _finish(fd, name, info, link=info.issym())
             reader.drain()
         # Directories last, deepest first: writing inside one changes its mtime.
         for parts, info in sorted(directories, key=lambda item: len(item[0]), reverse=True):
             with writer.parent(parts) as fd:
-                _set_xattrs(fd, parts[-1], info)
                 _finish(fd, parts[-1], info)
     except tarfile.TarError as exc:
         raise IntegrityError(f"layer is not a readable tar: {exc}") from exc
