@@ -95,7 +95,16 @@ def _entry(workspace: Path, rel: str, st: os.stat_result, found: Collected) -> M
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(workspace / rel)
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        # Lexically, then through the other links on the way (`up2 -> up/..` with `up -> ..`);
+        # resolving reads link targets only, never a file.
+        inside = os.path.realpath(workspace)
+        physical = os.path.realpath(workspace / rel)
+        if (
+            target.startswith("/")
+            or resolved == ".."
+            or resolved.startswith("../")
+            or os.path.commonpath([physical, inside]) != inside
+        ):
             found.escaping_links.append(f"{rel} -> {target}")
         return ManifestEntry(path=rel, kind="link", mode=0o777, target=target)
     if stat.S_ISDIR(st.st_mode):

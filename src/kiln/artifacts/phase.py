@@ -325,6 +325,7 @@ class ArtifactsPhase:
             problem = f"no files matched {', '.join(artifact.paths)}{excluded}"
             return self._not_uploaded(ctx, artifact, problem, fatal=artifact.if_no_files_found == "error")
         spooled = spool.spool(lease.run_id, lease.job_name, artifact.name, found.members, found.manifest)
+        pack_s = self._clock() - started  # selecting, hashing and packing (nothing if spooled before)
         reserved = ctx.client.reserve_artifact(
             lease.attempt_id,
             lease.lease_token,
@@ -345,6 +346,7 @@ class ArtifactsPhase:
             "resumed_parts": 0,
             "parts_sent": 0,
             "reused_spool": spooled.reused,
+            "pack_s": round(pack_s, 3),
         }
         if reserved.state == "committed":  # an earlier attempt of this job committed it
             same = reserved.digest == spooled.digest

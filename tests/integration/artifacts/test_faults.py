@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import re
-import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.integration.caches.harness import start, stop
-from tests.integration.storage.faultproxy import Fault, FaultProxy, Request
+from tests.integration.storage.faultproxy import EveryFifthWrite, Fault, FaultProxy, Request
 
 from kiln.runner import ControlPlaneClient
 
@@ -35,22 +34,15 @@ jobs:
 """
 
 
-class EveryFifthPart:
-    """Break exactly one part upload in five, alternating a cut request and a lost answer."""
+def every_fifth_part() -> Callable[[Request], Fault | None]:
+    """Break exactly one part upload in five (nothing else), alternating a cut request and a lost answer."""
+    every_fifth = EveryFifthWrite()
 
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Fault | None:
+    def policy(request: Request) -> Fault | None:
         is_part = "/parts/" in request.target or "partNumber=" in request.target
-        if request.method != "PUT" or not is_part:
-            return None
-        with self._lock:
-            n = next(self._counter)
-        if n % 5:
-            return None
-        return "cut_request" if n % 10 else "drop_response"
+        return every_fifth(request) if is_part else None
+
+    return policy
 
 
 def _port(url: str) -> int:
@@ -63,7 +55,7 @@ def _port(url: str) -> int:
 def test_artifacts_commit_when_a_fifth_of_the_parts_fail(
     backend: str, tmp_path: Path, project, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = EveryFifthPart()
+    policy = every_fifth_part()
     if backend == "s3":
         # The proxy sits between everyone and SeaweedFS: the presigned part URLs point at it.
         weed: SeaweedFS = request.getfixturevalue("seaweedfs")

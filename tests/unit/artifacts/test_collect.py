@@ -79,3 +79,9 @@ def test_a_linked_folder_is_not_followed(workspace: Path, tmp_path: Path) -> Non
     assert "dist/escape/secret" not in _paths(found)
     assert found.escaping_links == [f"dist/escape -> {outside}"]  # absolute: it cannot travel
     assert "dist/lib/up" in _paths(found)  # ../../src stays inside the workspace
+
+
+def test_a_chain_of_links_out_of_the_workspace_is_caught(workspace: Path) -> None:
+    os.symlink("..", workspace / "dist/up")  # the workspace itself: fine
+    os.symlink("up/..", workspace / "dist/up2")  # looks like dist/, is the workspace's parent
+    assert collect(workspace, ["dist"]).escaping_links == ["dist/up2 -> up/.."]

@@ -132,6 +132,20 @@ CRAFTED = [
         "goes through the link 'd'",
     ),
     (
+        "a chain of links leaves",
+        [
+            (_info("out", tarfile.DIRTYPE, mode=0o755), None),
+            (_info("out/up2", tarfile.SYMTYPE, link="up/.."), None),
+            (_info("out/up", tarfile.SYMTYPE, link=".."), None),
+        ],
+        [
+            _entry("out", "dir"),
+            _entry("out/up2", "link", target="up/.."),
+            _entry("out/up", "link", target=".."),
+        ],
+        "link 'out/up2' -> 'up/..' leaves the workspace",
+    ),
+    (
         "hard link",
         [(_info("h", tarfile.LNKTYPE, link="etc/passwd"), None)],
         [_entry("h")],
@@ -170,11 +184,9 @@ def test_an_archive_that_differs_from_its_manifest_is_refused(tmp_path: Path) ->
     archive = _archive(tmp_path, [(_info("a", size=1), b"x")])
     ws = tmp_path / "ws"
     ws.mkdir()
-    wrong_digest = [
-        ManifestEntry(path="a", kind="file", mode=0o644, size_bytes=1, sha256="sha256:" + "0" * 64)
-    ]
-    with pytest.raises(IntegrityError, match="a in the artifact archive does not match its digest"):
-        extract_artifact(archive, wrong_digest, tmp_path / "staging", ws, max_unpacked_bytes=10)
+    other_size = [_entry("a", size=2)]
+    with pytest.raises(IntegrityError, match=r"differing \['a'\]"):
+        extract_artifact(archive, other_size, tmp_path / "staging", ws, max_unpacked_bytes=10)
     missing = [_entry("a", size=1), _entry("b", size=1)]
     with pytest.raises(IntegrityError, match=r"missing \['b'\]"):
         extract_artifact(archive, missing, tmp_path / "staging", ws, max_unpacked_bytes=10)
