@@ -1,4 +1,8 @@
-"""Artifact-specific metadata (artifacts).
+"""Artifact-specific metadata (artifacts): none needed.
+
+Artifacts are rows of the shared ``entries`` table (kind ``artifact``, identity run/job/name, the
+manifest in ``meta``; see docs/design-artifacts.md), so this revision changes nothing. It stays in
+the chain so that revision numbers keep their meaning.
 
 Revision ID: 0006
 Revises: 0005
@@ -13,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    """Nothing to create."""
 
 
 def downgrade() -> None:
-    pass
+    """Nothing to drop."""
