@@ -1,4 +1,7 @@
-"""Image layer records and build locks (image layers).
+"""Image layer records and build locks (image layers): nothing to add to the schema.
+
+Layer records are rows of the shared ``entries`` table (kind ``layer``, migration 0002), and
+locks live in ``kiln.lock`` beside the workflow, so this revision only keeps the chain's slot.
 
 Revision ID: 0007
 Revises: 0006
