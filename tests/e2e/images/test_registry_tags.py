@@ -92,3 +92,25 @@ def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, regist
     assert after["digest"] != first["digest"]
     run = kiln("run", str(workflow), "--json")
     assert run.code == 0 and "built-on-v2" in run.stderr
+
+
+def test_a_run_resolves_a_base_missing_from_the_lock_and_records_it(
+    kiln, tmp_path: Path, registry: Registry
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "kiln.yml").write_text(VERSIONS)
+    layout = tmp_path / "layout"
+    assert kiln("images", "export", "v1", str(layout), "-f", str(versions / "kiln.yml")).code == 0
+    name = f"test/unlocked-{uuid.uuid4().hex[:8]}"
+    registry.push(layout, "v1", name, "1")
+    app = tmp_path / "app"
+    app.mkdir()
+    workflow = app / "kiln.yml"
+    workflow.write_text(APP.format(base=registry.ref(name, "1")))
+    result = kiln("run", str(workflow), "--json")
+    assert result.code == 0, result.stderr
+    assert result.summary["jobs"][0]["image"]["lock_changes"]
+    assert "kiln.lock: recorded" in result.stderr
+    lock = json.loads((app / "kiln.lock").read_text())
+    assert lock["bases"][registry.ref(name, "1")]["digest"] == registry.digest(name, "1")
