@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
-from kiln.archive import ArchiveInfo, UnsafeArchive, pack_members, unpack
+from kiln.archive import ArchiveInfo, pack_members
+from kiln.caches.checks import MANIFEST_MEMBER, ArchiveChecker, CachePath, member_check
+from kiln.caches.extract import extract_archive
 from kiln.caches.files import walk
 from kiln.caches.manifest import CacheRoot, Manifest, ScanResult
 from kiln.errors import IntegrityError
@@ -43,70 +44,11 @@ __all__ = [
     "restore_cache",
 ]
 
-MANIFEST_MEMBER = ".kiln-cache-manifest.json"
-_MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-
 
 def pack_cache(scan: ScanResult, dest: BinaryIO, *, threads: int = -1) -> ArchiveInfo:
     """Write the scanned cache and its manifest to ``dest`` (zstd on ``threads`` threads; -1: all)."""
     members = [(e.path, scan.sources[e.path]) for e in scan.manifest.entries]
     return pack_members(members, dest, threads=threads, trailer=(MANIFEST_MEMBER, scan.manifest.to_json()))
-
-
-@dataclass(frozen=True)
-class CachePath:
-    """A cache path as an archive sees it: ``~/.cache/pip`` is stored under ``root/.cache/pip``."""
-
-    logical: str
-    member: str
-
-
-def _root_of(name: str, roots: Sequence[CachePath]) -> CachePath | None:
-    return next((r for r in roots if name == r.member or name.startswith(r.member + "/")), None)
-
-
-def member_check(roots: Sequence[CachePath]) -> Callable[[tarfile.TarInfo], None]:
-    """The check a cache applies to every archive entry before it is extracted (or listed).
-
-    Raises :class:`UnsafeArchive` naming the entry and the reason.
-    """
-
-    def check(member: tarfile.TarInfo) -> None:
-        name = member.name
-        if name.startswith("/"):
-            raise UnsafeArchive(f"unsafe cache entry refused: absolute path {name!r}")
-        parts = name.rstrip("/").split("/")
-        if ".." in parts or "" in parts or "." in parts:
-            raise UnsafeArchive(f"unsafe cache entry refused: {name!r} is not a plain relative path")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise UnsafeArchive(f"unsafe cache entry refused: setuid/setgid bit on {name!r}")
-        if name == MANIFEST_MEMBER:
-            if not member.isreg() or member.size > _MAX_MANIFEST_BYTES:
-                raise UnsafeArchive("unsafe cache entry refused: the manifest is not a plain file")
-            return
-        if member.islnk():
-            raise UnsafeArchive(f"unsafe cache entry refused: hard link {name!r} (kiln never packs one)")
-        if member.ischr() or member.isblk() or member.isfifo():
-            raise UnsafeArchive(f"unsafe cache entry refused: device or fifo {name!r}")
-        if not (member.isreg() or member.isdir() or member.issym()):
-            raise UnsafeArchive(f"unsafe cache entry refused: {name!r} is not a file, folder or link")
-        root = _root_of(name, roots)
-        if root is None:
-            if member.isdir() and any(r.member.startswith(name.rstrip("/") + "/") for r in roots):
-                return  # a parent folder of a cache path
-            raise UnsafeArchive(f"unsafe cache entry refused: {name!r} is outside the cache's paths")
-        if member.issym():
-            target = member.linkname
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-            if target.startswith("/") or not (
-                resolved == root.member or resolved.startswith(root.member + "/")
-            ):
-                raise UnsafeArchive(
-                    f"unsafe cache entry refused: link {name!r} -> {target!r} "
-                    f"leaves the cache path {root.logical}"
-                )
-
-    return check
 
 
 def inspect_archive(blob: BinaryIO, paths: Sequence[CachePath], *, max_unpacked_bytes: int) -> int:
@@ -122,21 +64,18 @@ def inspect_archive(blob: BinaryIO, paths: Sequence[CachePath], *, max_unpacked_
     kiln.errors.IntegrityError
         The archive cannot be read.
     """
-    check = member_check(paths)
-    total = 0
+    checker = ArchiveChecker(paths, max_unpacked_bytes=max_unpacked_bytes)
     try:
         with (
             zstandard.ZstdDecompressor().stream_reader(blob, closefd=False) as zstd_in,
             tarfile.open(fileobj=zstd_in, mode="r|") as tar,
         ):
             for member in tar:
-                check(member)
-                total += member.size
-                if total > max_unpacked_bytes:
-                    raise UnsafeArchive(f"archive unpacks to more than {max_unpacked_bytes} bytes; refused")
+                checker.entry(member)
     except (tarfile.TarError, zstandard.ZstdError) as exc:
         raise IntegrityError(f"archive is corrupt: {exc}") from exc
-    return total
+    checker.finish()
+    return checker.total
 
 
 @dataclass(frozen=True)
@@ -162,7 +101,8 @@ def restore_cache(
     """
     staging.mkdir(parents=True, exist_ok=True)
     paths = [CachePath(r.logical, r.member) for r in roots]
-    total = unpack(blob, staging, max_unpacked_bytes=max_unpacked_bytes, check=member_check(paths))
+    checker = ArchiveChecker(paths, max_unpacked_bytes=max_unpacked_bytes)
+    total = extract_archive(blob, staging, checker)
     manifest = _read_manifest(staging)
     _check_against_manifest(staging, roots, manifest)
     for root in roots:

@@ -156,6 +156,15 @@ HOSTILE = {
         _file("workspace/build/a"),
         _special("workspace/build/h", tarfile.LNKTYPE, "workspace/build/a"),
     ],
+    "link whose target only resolves outside": [
+        _special("workspace/build/s", tarfile.SYMTYPE, "."),
+        _special("workspace/build/t", tarfile.SYMTYPE, "s/x/../.."),
+    ],
+    "writing through a link inside the cache": [
+        _special("workspace/build/d", tarfile.SYMTYPE, "sub"),
+        _file("workspace/build/d/f"),
+    ],
+    "an entry twice": [_file("workspace/build/a", b"one"), _file("workspace/build/a", b"two")],
     "character device": [_special("workspace/build/null", tarfile.CHRTYPE)],
     "block device": [_special("workspace/build/disk", tarfile.BLKTYPE)],
     "fifo": [_special("workspace/build/pipe", tarfile.FIFOTYPE)],
