@@ -26,13 +26,17 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for bench.bench_job_overhead's timer
+
+from bench.bench_job_overhead import _median_ms
 
 from kiln.api.app import create_app
 from kiln.api.models import RunContextIn, SubmitIn
@@ -73,18 +77,6 @@ jobs:
 BUSYBOX = "name: bench\njobs:\n  trivial:\n    image: busybox\n    steps:\n      - run: 'true'\n"
 
 
-def _timed(fn: Callable[[], object], n: int, warmup: int = 2) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(int(len(samples) * 0.9) - 1, 0)]
-
-
 def _project(root: Path, workflow: str) -> Path:
     (root / "tools/bin").mkdir(parents=True)
     for index in range(20):
@@ -119,7 +111,7 @@ def bench_ready(n: int, home: Path) -> dict[str, tuple[float, float]]:
     state = home / "runner"
     rootfs = _ready(plan_json, project, state, store)  # the one cold build
     assert len(rootfs.layers) == 5, rootfs.layers
-    rows = {"image ready (runner cache)": _timed(lambda: _ready(plan_json, project, state, store), n)}
+    rows = {"image ready (runner cache)": _median_ms(lambda: _ready(plan_json, project, state, store), n)}
     fresh = iter(range(10**6))
 
     def fresh_runner() -> None:
@@ -127,7 +119,7 @@ def bench_ready(n: int, home: Path) -> dict[str, tuple[float, float]]:
         _ready(plan_json, project, other, store)
         shutil.rmtree(other)
 
-    rows["image ready (fresh runner)"] = _timed(fresh_runner, max(n // 4, 3), warmup=1)
+    rows["image ready (fresh runner)"] = _median_ms(fresh_runner, max(n // 4, 3), warmup=1)
     workspace = home / "ws"
     workspace.mkdir()
 
@@ -144,9 +136,11 @@ def bench_ready(n: int, home: Path) -> dict[str, tuple[float, float]]:
 
         return start
 
-    rows["bare subprocess"] = _timed(lambda: subprocess.run(["true"], check=True), n)
-    rows["sandbox on busybox"] = _timed(sandbox_on(lambda: busybox_image(state / "images")), n)
-    rows["sandbox on custom image"] = _timed(sandbox_on(lambda: _ready(plan_json, project, state, store)), n)
+    rows["bare subprocess"] = _median_ms(lambda: subprocess.run(["true"], check=True), n)
+    rows["sandbox on busybox"] = _median_ms(sandbox_on(lambda: busybox_image(state / "images")), n)
+    rows["sandbox on custom image"] = _median_ms(
+        sandbox_on(lambda: _ready(plan_json, project, state, store)), n
+    )
     plane.db.dispose()
     return rows
 
@@ -178,7 +172,7 @@ def bench_jobs(n: int, home: Path) -> dict[str, tuple[float, float]]:
                         time.sleep(0.002)
                     assert status == "success", status
 
-                rows[name] = _timed(job, n)
+                rows[name] = _median_ms(job, n)
         finally:
             stop.set()
             thread.join()

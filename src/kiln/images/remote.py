@@ -13,8 +13,7 @@ from typing import Any
 
 from kiln.images import wire
 from kiln.images.capture import LayerBlob
-from kiln.images.oci import LAYER_ZSTD
-from kiln.images.store import Claim, LayerRecord, record_of
+from kiln.images.store import Claim, LayerRecord, publish_body, record_of
 from kiln.runner.blobs import RemoteBlobs
 from kiln.runner.client import ControlPlaneClient
 
@@ -70,14 +69,7 @@ class RemoteLayerStore:
 
     def publish(self, entry_id: str, blob: LayerBlob, *, meta: dict[str, Any]) -> LayerRecord:
         self._blobs.upload(blob.path, digest=blob.digest, size=blob.size_bytes)
-        body = wire.PublishIn(
-            diff_id=blob.diff_id,
-            digest=blob.digest,
-            size_bytes=blob.size_bytes,
-            unpacked_bytes=blob.unpacked_bytes,
-            media_type=LAYER_ZSTD,
-            meta=meta,
-        )
+        body = publish_body(blob, meta)
         return record_of(wire.LayerOut.model_validate(self._post(f"/{entry_id}/publish", body)))
 
     def abandon(self, entry_id: str, reason: str) -> None:

@@ -33,8 +33,7 @@ from sqlalchemy.orm import Session
 from kiln.errors import Conflict, IntegrityError, NotFound, StorageUnavailable
 from kiln.images import wire
 from kiln.images.capture import LayerBlob
-from kiln.images.oci import LAYER_ZSTD
-from kiln.images.store import Claim, LayerRecord, record_of
+from kiln.images.store import Claim, LayerRecord, publish_body, record_of
 from kiln.metadata import attempts, entries, jobs, leases, runs
 from kiln.metadata.db import Database
 from kiln.metadata.entries import EntryRecord
@@ -278,14 +277,7 @@ class PlaneLayerStore:
 
     def publish(self, entry_id: str, blob: LayerBlob, *, meta: dict[str, Any]) -> LayerRecord:
         self._blobs.put(blob.digest, blob.path, blob.size_bytes)
-        body = wire.PublishIn(
-            diff_id=blob.diff_id,
-            digest=blob.digest,
-            size_bytes=blob.size_bytes,
-            unpacked_bytes=blob.unpacked_bytes,
-            media_type=LAYER_ZSTD,
-            meta=meta,
-        )
+        body = publish_body(blob, meta)
         with self._service.local_scope(self._scope) as (session, scope):
             return record_of(self._service.publish(session, scope, entry_id, body))
 

@@ -20,7 +20,7 @@ from kiln.images import wire
 from kiln.images.capture import LayerBlob
 from kiln.images.oci import LAYER_ZSTD
 
-__all__ = ["Claim", "LayerRecord", "LayerStore", "record_of"]
+__all__ = ["Claim", "LayerRecord", "LayerStore", "publish_body", "record_of"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,18 @@ def record_of(layer: wire.LayerOut) -> LayerRecord:
         trust_tier=layer.trust_tier,
         unpacked_bytes=layer.unpacked_bytes,
         meta=dict(layer.meta),
+    )
+
+
+def publish_body(blob: LayerBlob, meta: dict[str, Any]) -> wire.PublishIn:
+    """What publishing ``blob`` tells the control plane."""
+    return wire.PublishIn(
+        diff_id=blob.diff_id,
+        digest=blob.digest,
+        size_bytes=blob.size_bytes,
+        unpacked_bytes=blob.unpacked_bytes,
+        media_type=LAYER_ZSTD,
+        meta=meta,
     )
 
 
