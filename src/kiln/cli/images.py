@@ -22,9 +22,20 @@ from kiln import config
 from kiln.api.models import RunOut
 from kiln.images.lockfile import Lock, lock_path
 
-__all__ = ["images_commands", "lock_for_submit", "record_lock_updates"]
+__all__ = ["images_commands", "lock_for_submit", "record_lock_updates", "summary_lines"]
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def summary_lines(job: dict[str, Any]) -> list[str]:
+    """The human summary's line about a job's custom image (none for a built-in image)."""
+    image = job.get("image") or {}
+    if "layers_built" not in image:
+        return []
+    return [
+        f"image {image['name']} {str(image.get('digest', ''))[:19]}: {image['layers']} layers, "
+        f"{image['layers_built']} built, {image['layers_reused']} reused ({image['build_s']:.2f}s)"
+    ]
 
 
 def lock_for_submit(workflow: Path) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from .cache import with_exit_codes as cache_commands
 from .context import context_from_options, parse_secrets, run_context_options
 from .gc import gc_command
 from .images import images_commands, record_lock_updates
+from .images import summary_lines as image_summary_lines
 from .service import with_exit_codes as service_commands
 from .submission import workflow_and_source
 from .submit import commands as submit_commands
@@ -143,7 +144,7 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             console.print(
                 f"           · {step['name']}: {step['status']} ({step['duration_s']:.2f}s){detail}"
             )
-        for line in cache_summary_lines(job) + artifact_summary_lines(job):
+        for line in image_summary_lines(job) + cache_summary_lines(job) + artifact_summary_lines(job):
             console.print(f"           · {line}", markup=False)
         if job["error"] and job["status"] != "success":
             console.print(f"           [dim]{job['error']}[/dim]")
