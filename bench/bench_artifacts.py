@@ -38,29 +38,27 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.fixtures.seaweedfs, which knows how to start the server
 
 from bench.bench_storage import run_aws, timed  # noqa: E402
+from tests.e2e.artifacts.uploads import parts_stored, ready  # noqa: E402
+from tests.e2e.scaleout.fleet import free_port, wait_for  # noqa: E402
 from tests.fixtures.seaweedfs import SeaweedFS, start_seaweedfs, stop_seaweedfs  # noqa: E402
 
 from kiln.api.models import RunContextIn, SubmitIn  # noqa: E402
 from kiln.cli.summary import run_summary  # noqa: E402
 from kiln.runner import ControlPlaneClient  # noqa: E402
 from kiln.source import snapshot_source  # noqa: E402
-from kiln.storage import BlobStore, open_blob_store  # noqa: E402
+from kiln.storage import open_blob_store  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "artifacts.json"
 MIB = 1024 * 1024
@@ -146,38 +144,12 @@ def with_aws(server: SeaweedFS, work: Path, mib: int) -> tuple[float, float]:
     return up, down
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def _parts_stored(store: BlobStore) -> int:
-    best = 0
-    for upload in store.list_uploads():
-        try:
-            best = max(best, len({p.part_number for p in store.list_parts(upload.upload_id)}))
-        except Exception:  # completed or aborted in between
-            continue
-    return best
-
-
 def killed_at_half(
     server: SeaweedFS, work: Path, mib: int, seed: int, *, same_machine: bool
 ) -> dict[str, Any]:
     """Kill the uploading runner at 50 %, let the job's next attempt finish; its upload's numbers."""
     home = work / f"server-{seed}"
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     storage_url = server.url(f"resume-{uuid.uuid4().hex[:8]}")
     env = {**server.env(), "KILN_HOME": str(home), "KILN_STORAGE_URL": storage_url}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -202,7 +174,7 @@ def killed_at_half(
         return proc
 
     try:
-        _wait(lambda: _ready(url), 30, "the server")
+        wait_for(lambda: ready(url), 30, "the server")
         client = ControlPlaneClient(url, "t0k")
         workflow = SEEDED_WORKFLOW.format(seed=seed, mib=mib, chunk=MIB)
         source = work / f"src-{seed}"
@@ -216,14 +188,14 @@ def killed_at_half(
         run = client.submit(body)
         first = runner(f"machine-{seed}")
         half = -(-mib * MIB // PART_BYTES) // 2
-        stored = _wait(
-            lambda: (n := _parts_stored(store)) >= half and n, 900, "half of the upload", every=0.02
+        stored = wait_for(
+            lambda: (n := parts_stored(store)) >= half and n, 900, "half of the upload", every=0.02
         )
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed_at = time.monotonic()
         runner(f"machine-{seed}" if same_machine else f"other-machine-{seed}")
-        final = _wait(
+        final = wait_for(
             lambda: (r := client.get_run(run.run_id)).status in {"success", "failed", "error"} and r,
             1800,
             "the run",
@@ -253,13 +225,6 @@ def killed_at_half(
                 except subprocess.TimeoutExpired:
                     proc.kill()
         store.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> None:

@@ -6,15 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.e2e.scaleout.fleet import free_port, wait_for
+
+from .uploads import ready
 
 pytestmark = pytest.mark.sandbox
 
@@ -125,15 +126,9 @@ def test_gc_expires_the_artifact_and_frees_its_blob(kiln, project, kiln_home: Pa
     assert kiln("artifacts", "ls", run_id).stdout.strip() == f"run {run_id} has no committed artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_remote_users_see_their_own_tenants_artifacts_only(kiln, project, kiln_home: Path) -> None:
     run_id = _run(kiln, project)["run_id"]  # tenant "local"
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "KILN_HOME": str(kiln_home)}
     argv = [
         sys.executable,
@@ -147,15 +142,7 @@ def test_remote_users_see_their_own_tenants_artifacts_only(kiln, project, kiln_h
     ]
     server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_for(lambda: ready(url), 30, "the server")
         remote = ("--server", url)
         mine = kiln("artifacts", "ls", run_id, "--json", *remote, "--token", "adm1n")
         assert mine.code == 0, mine.stderr

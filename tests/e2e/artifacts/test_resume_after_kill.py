@@ -14,24 +14,22 @@ import hashlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from tests.e2e.scaleout.fleet import free_port, wait_for
 from tests.fixtures.seaweedfs import SeaweedFS
 
 from kiln.api.models import RunContextIn, SubmitIn
 from kiln.cli.summary import run_summary
 from kiln.runner import ControlPlaneClient
 from kiln.source import snapshot_source
-from kiln.storage import BlobStore, open_blob_store
+from kiln.storage import open_blob_store
+
+from .uploads import parts_stored, ready
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -67,40 +65,6 @@ def _expected_sha256() -> str:
     return sha.hexdigest()
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _parts_stored(store: BlobStore) -> int:
-    """Parts stored so far of the one multipart upload in flight (0 if none is open)."""
-    best = 0
-    for upload in store.list_uploads():
-        try:
-            best = max(best, len({p.part_number for p in store.list_parts(upload.upload_id)}))
-        except Exception:  # the upload completed or was aborted between the two calls
-            continue
-    return best
-
-
 @pytest.mark.parametrize("backend", ["file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_a_killed_upload_resumes_on_the_same_machine(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -115,7 +79,7 @@ def test_a_killed_upload_resumes_on_the_same_machine(
     else:
         (home / "storage").mkdir(parents=True)
         store = open_blob_store((home / "storage").as_uri())
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     kiln = [sys.executable, "-m", "kiln"]
     server = subprocess.Popen(
         [*kiln, "server", "--listen", url.removeprefix("http://"), "--token", "t0k", "--lease-ttl", "3"],
@@ -131,7 +95,7 @@ def test_a_killed_upload_resumes_on_the_same_machine(
         return runner
 
     try:
-        _wait(lambda: _ready(url), 30, "the server")
+        wait_for(lambda: ready(url), 30, "the server")
         client = ControlPlaneClient(url, "t0k")
         source = tmp_path / "src"
         source.mkdir()
@@ -147,14 +111,14 @@ def test_a_killed_upload_resumes_on_the_same_machine(
 
         def part_stored() -> int:
             assert first.poll() is None, "the runner exited before its upload was under way"
-            return (n := _parts_stored(store)) >= 8 and n
+            return (n := parts_stored(store)) >= 8 and n
 
-        stored = _wait(part_stored, 240, "part of the upload", every=0.02)
+        stored = wait_for(part_stored, 240, "part of the upload", every=0.02)
         first.send_signal(signal.SIGKILL)
         first.wait()
 
         start_runner()
-        final = _wait(
+        final = wait_for(
             lambda: (r := client.get_run(run.run_id)).status in {"success", "failed", "error"} and r,
             600,
             "the run",
