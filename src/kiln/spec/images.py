@@ -46,7 +46,7 @@ from pydantic import (
 from kiln.spec.caches import SANDBOX_HOME, WORKSPACE, KeyGlob
 from kiln.spec.loader import Loc
 from kiln.spec.references import nearest
-from kiln.spec.scalars import check_env_name, scalar_text
+from kiln.spec.scalars import ENV_NAME_PATTERN, check_env_name, scalar_text
 
 __all__ = [
     "BASE_FORMS",
@@ -271,7 +271,11 @@ Package = Annotated[str, AfterValidator(_package)]
 CacheMount = Annotated[str, AfterValidator(_cache_mount)]
 ImageEnv = Annotated[
     dict[
-        Annotated[str, AfterValidator(check_env_name)],
+        Annotated[
+            str,
+            AfterValidator(check_env_name),
+            WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+        ],
         Annotated[str, BeforeValidator(_env_value)],
     ],
     Field(json_schema_extra={"additionalProperties": False}),
@@ -384,7 +388,10 @@ def _image_name(name: str) -> str:
     return name
 
 
-ImageName = Annotated[str, AfterValidator(_image_name)]
+# The pattern becomes the schema's patternProperties of `images:` (other keys are refused there).
+ImageName = Annotated[
+    str, AfterValidator(_image_name), WithJsonSchema({"type": "string", "pattern": _IMAGE_NAME_PATTERN})
+]
 
 
 # -- workflow-wide checks -------------------------------------------------------------------------

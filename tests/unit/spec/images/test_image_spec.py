@@ -138,3 +138,19 @@ def test_the_chain_lists_the_images_an_image_is_built_from_base_first() -> None:
         _images("  tc:\n    from: mid\n  mid:\n    from: root\n  root:\n    from: busybox\n")
     )
     assert image_chain(workflow.images, "tc") == ["root", "mid", "tc"]
+
+
+def test_the_json_schema_accepts_images_and_refuses_unknown_step_keys() -> None:
+    import jsonschema
+
+    from kiln.spec import workflow_json_schema
+    from kiln.spec.loader import load_yaml
+
+    validator = jsonschema.Draft202012Validator(workflow_json_schema())
+    good = _images(
+        "  tc:\n    from: busybox\n    steps:\n      - run: make\n        env: {CC: gcc}\n"
+        "        cache-mounts: [~/.cache]\n      - env: {PATH: /x}\n"
+    )
+    assert validator.is_valid(load_yaml(good, "kiln.yml").data)
+    bad = _images("  tc:\n    from: busybox\n    steps:\n      - run: make\n        netwrok: true\n")
+    assert not validator.is_valid(load_yaml(bad, "kiln.yml").data)
