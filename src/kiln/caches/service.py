@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -59,6 +59,8 @@ __all__ = ["KIND", "CacheService", "identity_of"]
 logger = logging.getLogger(__name__)
 
 KIND = "cache"
+#: Like GitHub's seven days: long enough for weekly work, short enough that a dead branch frees space.
+DEFAULT_UNUSED_TTL = timedelta(days=7)
 _FALLBACK_TYPES = ("deps", "compiler")
 _SEARCH_LIMIT = 200
 
@@ -117,12 +119,23 @@ class CacheService:
         The blob store that holds entries' archives.
     clock
         Seconds since the epoch.
+    unused_ttl
+        An entry expires this long after it was saved or last restored; the janitor's retention
+        pass then hides it and collects its blob.
     """
 
-    def __init__(self, db: Database, blobs: BlobStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        unused_ttl: timedelta = DEFAULT_UNUSED_TTL,
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._clock = clock
+        self._ttl = unused_ttl
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=UTC)
@@ -186,6 +199,7 @@ class CacheService:
                 )
                 if found is not None:
                     entries.touch(session, found.entry_id, at=now)
+                    cache_lookups.extend_expiry(session, found.entry_id, expires_at=now + self._ttl)
                 results.append(
                     wire.LookupResultOut(
                         name=request.name, restore=outcome, entry=entry_out(found) if found else None
@@ -256,6 +270,7 @@ class CacheService:
                 identity=identity,
                 trust_tier=scope.tier.value,
                 at=now,
+                expires_at=now + self._ttl,
                 producer_run_id=attempt.run_id,
                 producer_job=attempt.job,
                 producer_attempt_id=attempt_id,

@@ -2,6 +2,7 @@
 
 A row is written by the control plane's cache service when a runner asks for a cache, and updated
 when the runner reports the entry it got as corrupt. Nothing else reads or writes the table.
+:func:`extend_expiry` is the one cache-specific change to ``entries``: a restore keeps an entry alive.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kiln.metadata.ids import new_id
-from kiln.metadata.tables import CacheLookup, Tenant
+from kiln.metadata.tables import CacheLookup, Entry, Tenant
 
-__all__ = ["LookupRecord", "latest_lookup", "record_lookup", "set_outcome"]
+__all__ = ["LookupRecord", "extend_expiry", "latest_lookup", "record_lookup", "set_outcome"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,13 @@ def latest_lookup(
         query = query.where(CacheLookup.run_id == run_id)
     found = session.execute(query.order_by(CacheLookup.created_at.desc(), CacheLookup.id.desc())).first()
     return _record(found[0], found[1]) if found else None
+
+
+def extend_expiry(session: Session, entry_id: str, *, expires_at: datetime) -> None:
+    """Push a committed cache entry's expiry out (it was just restored: caches expire unused)."""
+    session.execute(
+        update(Entry)
+        .where(Entry.id == entry_id, Entry.status == "committed", Entry.expires_at < expires_at)
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )

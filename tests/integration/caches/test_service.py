@@ -292,3 +292,27 @@ def test_remove_hides_entries_of_the_tenant_only(world: World) -> None:
     assert world.service.remove("someone-else", wire.RemoveIn(all=True)).removed == 0
     assert world.service.remove("acme", wire.RemoveIn(name="c")).removed == 1
     assert world.service.list_entries("acme").entries == []
+
+
+def test_an_entry_expires_a_week_after_its_last_restore(database: Database, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from kiln.metadata import entries
+
+    now = [1_800_000_000.0]
+    store = open_blob_store((tmp_path / "blobs").as_uri())
+    world = World(Scheduler(database), CacheService(database, store, clock=lambda: now[0]), tmp_path)
+    request = world.request()
+    world.save(world.attempt(), request)
+    day = 86_400.0
+    now[0] += 6 * day
+    assert world.lookup(world.attempt(), request).restore == "hit"  # restored: a week more from here
+
+    def expire(at_days: float) -> list:
+        with database.session() as session:
+            when = datetime.fromtimestamp(1_800_000_000.0 + at_days * day, UTC)
+            return entries.expire_due(session, now=when)
+
+    assert expire(8) == []
+    assert [e.kind for e in expire(13.5)] == ["cache"]
+    assert world.lookup(world.attempt(), request).restore == "miss"
