@@ -1,6 +1,6 @@
-"""Generate the C kernels described by table.yml (uses PyYAML and Jinja2 from PyPI).
+"""Generate the C kernels described by table.yaml (uses PyYAML and Jinja2 from PyPI).
 
-    python gen.py table.yml build/gen
+    python gen.py table.yaml build/gen
 
 Writes kernel_NN.c, kernels.h and objects.mk (the object list make includes). The output depends
 only on the inputs: the same table gives the same bytes.
