@@ -136,11 +136,14 @@ class CachePhase:
             if tracked.cache.type == "compiler" and tracked.problem is None:
                 ctx.env.update(ccache_env(sandbox_path(tracked.cache.paths[0]), WORKSPACE))
         wanted = [t for t in self._tracked if t.request is not None and t.cache.policy != "push"]
+        failure: str | None = None
         for tracked in self._tracked:
             if tracked not in wanted:
                 tracked.report["restore"] = "skipped"
                 self._say(ctx, tracked, f"restore skipped: {tracked.problem or 'policy: push'}")
-        failure: str | None = None
+            if tracked.problem is not None:
+                tracked.report["error"] = tracked.problem
+                failure = failure or self._fatal(tracked, f"cache {tracked.cache.name}: {tracked.problem}")
         if wanted:
             started = self._clock()
             try:
@@ -186,7 +189,11 @@ class CachePhase:
                 f"key.env names the secret {', '.join(secret_names)}; a secret is never part of a key"
             )
             return tracked
-        files, unmatched = collect_files(ctx.workspace, cache.key.files)
+        try:
+            files, unmatched = collect_files(ctx.workspace, cache.key.files)
+        except OSError as exc:  # an unreadable input: no key can be made, so the cache is not used
+            tracked.problem = f"the key's files cannot be read: {exc}"
+            return tracked
         for pattern in unmatched:
             tracked.notes.append(f"key.files pattern {pattern!r} matches no file")
         kiln = KilnInputs(

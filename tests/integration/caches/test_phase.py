@@ -281,3 +281,27 @@ def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(
     assert entry.producer_run_id == winner["run_id"]
     check = file_harness.run(project)
     assert _caches(check)["tree"]["restore"] == "hit"
+
+
+SECRET_KEY = """
+name: secret-key
+jobs:
+  build:
+    caches:
+      - {name: c, type: deps, paths: [x], key: {env: [API_TOKEN]}, fail-on-error: FAIL}
+    steps:
+      - run: mkdir -p x && echo data > x/f
+"""
+
+
+@pytest.mark.parametrize("fail_on_error", [False, True])
+def test_a_secret_named_in_the_key_disables_the_cache(
+    file_harness: Harness, write_project, fail_on_error: bool
+) -> None:
+    project = write_project({"kiln.yml": SECRET_KEY.replace("FAIL", str(fail_on_error).lower())})
+    summary = file_harness.run(project, secrets_={"API_TOKEN": SECRET})
+    cache = _caches(summary)["c"]
+    assert (cache["restore"], cache["save"], cache["key"]) == ("skipped", "skipped", None)
+    assert "a secret is never part of a key" in cache["error"]
+    assert (summary["status"] == "success") is not fail_on_error
+    assert SECRET not in str(summary)
