@@ -9,7 +9,10 @@ We compose ruamel.yaml's node graph and build the data ourselves instead of call
 - numbers keep the text they were written as (:class:`YamlInt`, :class:`YamlFloat`), so
   ``env: {PYTHON: 3.10}`` can become ``"3.10"`` rather than ``"3.1"``;
 - the result holds only dict, list, str, int, float, bool and None: no ruamel types leak into
-  pydantic or into error messages.
+  pydantic or into error messages;
+- every string is valid Unicode: a ``"\\ud800"`` escape (a lone UTF-16 surrogate, which YAML
+  accepts and no UTF-8 text can hold) is a located problem, and the value goes on with U+FFFD in
+  its place, so that nothing later (pydantic, the database, a terminal) fails to encode it.
 
 Positions are 1-based (line, column), the form editors and :class:`kiln.errors.SpecProblem` use.
 The YAML version is ruamel's default, 1.2: ``yes``/``no``/``on``/``off`` are strings, not booleans.
@@ -17,12 +20,14 @@ The YAML version is ruamel's default, 1.2: ``yes``/``no``/``on``/``off`` are str
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from kiln.errors import SpecProblem, WorkflowInvalid
 
@@ -40,6 +45,10 @@ _TIMESTAMP = f"{_TAG}timestamp"
 # document is refused here instead of making validation walk an exponential tree.
 _MAX_NODES = 100_000
 _MAX_DEPTH = 64
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The line breaks YAML counts lines by (ruamel's reader does the same).
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 
 
 def format_loc(loc: Loc) -> str:
@@ -159,6 +168,8 @@ def load_yaml(text: str, filename: str) -> Document:
         root = yaml.compose(text)
     except MarkedYAMLError as exc:
         raise WorkflowInvalid([_syntax_problem(exc, filename)]) from exc
+    except ReaderError as exc:
+        raise WorkflowInvalid([_reader_problem(exc, text, filename)]) from exc
     except YAMLError as exc:
         raise WorkflowInvalid([SpecProblem(filename, 1, 1, (), f"invalid YAML: {exc}")]) from exc
 
@@ -181,6 +192,30 @@ def _syntax_problem(exc: MarkedYAMLError, filename: str) -> SpecProblem:
     if exc.context and exc.problem and context is not None:
         message += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
     return SpecProblem(filename, line, column, (), message)
+
+
+def _reader_problem(exc: ReaderError, text: str, filename: str) -> SpecProblem:
+    """A character YAML does not allow in its text (a control character, a lone surrogate)."""
+    position = exc.position if isinstance(exc.position, int) else 0
+    before = text[:position]
+    breaks = list(_LINE_BREAK.finditer(before))
+    line = len(breaks) + 1
+    column = position - (breaks[-1].end() if breaks else 0) + 1
+    character = exc.character if isinstance(exc.character, int) else 0
+    kind = "a lone surrogate, not a character" if 0xD800 <= character <= 0xDFFF else "not allowed in YAML"
+    return SpecProblem(filename, line, column, (), f"invalid YAML: character U+{character:04X} is {kind}")
+
+
+def _valid_text(text: str) -> tuple[str, str | None]:
+    """``text`` with every lone surrogate replaced by U+FFFD, and the message naming the first."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return text, None
+    message = (
+        f"`\\u{ord(found.group()):04x}` is a lone surrogate escape, not a character; "
+        "write the character itself or escape it whole (`\\U0001F600`)"
+    )
+    return _SURROGATE.sub("\ufffd", text), message
 
 
 def _mark(node: Node) -> Mark:
@@ -242,7 +277,9 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self._report(loc, key_node, "a key must be a plain name, not a list or a mapping")
                 continue
-            key = str(key_node.value)
+            key, invalid = _valid_text(str(key_node.value))
+            if invalid is not None:
+                self._report((*loc, key), key_node, invalid)
             if key in explicit:
                 first = self.doc.keys[(*loc, key)]
                 self.doc.problems.append(
@@ -282,6 +319,9 @@ class _Builder:
     def _scalar(self, node: ScalarNode, loc: Loc) -> Any:
         tag, text = node.tag, node.value
         if tag in (_STR, _TIMESTAMP):
+            text, invalid = _valid_text(text)
+            if invalid is not None:
+                self._report(loc, node, invalid)
             return text
         if tag not in (_NULL, _BOOL, _INT, _FLOAT):
             self._report(loc, node, f"unsupported YAML tag `{_short(tag)}`")

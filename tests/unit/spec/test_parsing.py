@@ -234,6 +234,47 @@ def test_several_problems_are_reported_at_once_in_file_order() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("name: demo\njobs:\n  \ud800: {steps: [{run: x}]}\n", (3, 3)),
+        ("name: \ud800\n", (1, 7)),
+        ("name: demo\r\njobs:\r\n  a: {steps: [{run: \udfff}]}\r\n", (3, 21)),
+        ("# \udc80\n", (1, 3)),
+    ],
+)
+def test_a_raw_lone_surrogate_is_located(text: str, where: tuple[int, int]) -> None:
+    problem = only_problem(text)
+    assert at(problem) == where
+    assert "is a lone surrogate, not a character" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        ({"name": "d", "jobs": {"\ud800": {"steps": [{"run": "x"}]}}}, ("jobs", "\ufffd")),
+        (
+            {"name": "d", "env": {"A\udc00": "1"}, "jobs": {"a": {"steps": [{"run": "x"}]}}},
+            ("env", "A\ufffd"),
+        ),
+        (
+            {"name": "d", "images": {"\udbff\ud800": {"from": "busybox"}}, "jobs": {}},
+            ("images", "\ufffd\ufffd"),
+        ),
+        ({"name": "\ud800", "jobs": {"a": {"steps": [{"run": "echo \ud83d"}]}}}, ("name",)),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_located_problem_never_an_encoding_crash(
+    data: object, loc: tuple
+) -> None:
+    """``"\\ud800"`` is valid YAML but no character: pydantic used to crash encoding it."""
+    problems = problems_of(json.dumps(data))
+    surrogate = [p for p in problems if "lone surrogate escape" in p.message]
+    assert surrogate and surrogate[0].loc == loc and surrogate[0].line == 1 and surrogate[0].column > 1
+    for problem in problems:
+        str(problem).encode()  # every message prints on a UTF-8 terminal
+
+
 def test_load_workflow_reports_under_the_path(tmp_path: Path) -> None:
     path = tmp_path / "kiln.yml"
     path.write_text("name: demo\njobs: {}\n")
@@ -286,8 +327,14 @@ def test_a_step_written_as_a_bare_command_gets_a_hint() -> None:
     assert problem.message.endswith('got the string "make test"; a step is a mapping: `- run: make test`')
 
 
-_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
-_KEYS = st.sampled_from(["name", "jobs", "env", "steps", "run", "timeout", "limits", "memory", "needs", "a"])
+# Lone surrogates (`"\\ud800"` in JSON) are drawn on purpose: they are valid escapes, not characters.
+_TEXT = st.text(max_size=10) | st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=4)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
+_KEYS = (
+    st.sampled_from(["name", "jobs", "env", "steps", "run", "timeout", "limits", "memory", "needs", "a"])
+    | st.sampled_from(["images", "caches", "artifacts"])
+    | _TEXT
+)
 _DATA = st.recursive(
     _SCALARS,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
@@ -302,6 +349,7 @@ def test_any_text_is_a_workflow_or_located_problems(text: str) -> None:
         parse_workflow(text)
     except WorkflowInvalid as exc:
         assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)
+        str(exc).encode()
 
 
 @settings(max_examples=300)
@@ -312,3 +360,4 @@ def test_any_document_shape_is_a_workflow_or_located_problems(data: object) -> N
         parse_workflow(text)
     except WorkflowInvalid as exc:
         assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)
+        str(exc).encode()
