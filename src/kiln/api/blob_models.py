@@ -45,6 +45,8 @@ class UploadStartIn(BaseModel):
     digest: str = Field(pattern=DIGEST_PATTERN)
     size_bytes: int = Field(ge=0)
     resume_upload_id: str | None = Field(default=None, max_length=400)
+    # A proof of possession (kiln.storage.possession) for the challenge an earlier answer gave.
+    proof: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class UploadStartOut(BaseModel):
@@ -63,6 +65,8 @@ class UploadStartOut(BaseModel):
     parts: list[PartIn] = Field(default_factory=list)
     grants: dict[int, GrantOut] = Field(default_factory=dict)
     put: GrantOut | None = None
+    # The blob is stored but not yet this tenant's: start again with the proof for this challenge.
+    challenge: str | None = None
 
 
 class PartGrantsIn(BaseModel):
@@ -77,11 +81,15 @@ class PartGrantsOut(BaseModel):
 class UploadCompleteIn(BaseModel):
     parts: list[PartIn] | None = None  # a multipart upload's parts, ascending; None for a single put
     existed: bool = False  # a single put found the blob there (HTTP 412)
+    proof: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # answers a "prove" outcome
 
 
 class UploadCompleteOut(BaseModel):
-    outcome: Literal["created", "existed"]
+    """``prove``: another writer stored the blob first; complete again with the proof for ``challenge``."""
+
+    outcome: Literal["created", "existed", "prove"]
     size_bytes: int
+    challenge: str | None = None
 
 
 class DownloadGrantIn(BaseModel):

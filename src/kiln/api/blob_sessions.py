@@ -1,10 +1,12 @@
 """The control plane's half of blob transfers by runners: upload sessions and per-object grants.
 
 Runners hold no storage credentials. For an upload the control plane checks whether the blob is
-already stored (then nothing is uploaded), or opens, or resumes, a session: the store's multipart
-upload and a row in ``upload_sessions``. It hands out short-lived grants, one per part (or one PUT
-for a small blob), calls CompleteMultipartUpload itself and checks the stored size. For a download
-it grants a GET of one blob the attempt's tenant has a reason to read.
+already stored (then nothing is uploaded: at once when the tenant holds it already, after a proof
+of possession when only another tenant does, see :mod:`kiln.storage.possession`), or opens, or
+resumes, a session: the store's multipart upload and a row in ``upload_sessions``. It hands out
+short-lived grants, one per part (or one PUT for a small blob), calls CompleteMultipartUpload
+itself and checks the stored size. For a download it grants a GET of one blob the attempt's tenant
+holds.
 
 Every call carries the attempt's lease token and is fenced like the runner's other calls: a token
 that does not hold the attempt's lease gets ``LeaseLost`` (409). Storage calls are made outside
@@ -37,16 +39,18 @@ from kiln.metadata import uploads
 from kiln.metadata.db import Database
 from kiln.metadata.leases import hold_lease
 from kiln.scheduler.attempt_states import AttemptState
-from kiln.storage import BlobStore, PartEntry, WriteOutcome
+from kiln.storage import BlobStore, PartEntry, WriteOutcome, possession
 from kiln.storage.base import GrantMethod
 from kiln.storage.policy import BlobPolicy
 
-__all__ = ["GRANT_MOUNT", "BlobSessions", "Granted", "Started"]
+__all__ = ["GRANT_MOUNT", "PROVE", "BlobSessions", "Granted", "Started", "challenge_of"]
 
 #: Where the control plane serves HMAC grants (file backend); relative grant URLs live below it.
 GRANT_MOUNT = "/v1/grant"
 #: Part grants handed out with a session; the holder asks for more as it goes.
 FIRST_GRANTS = 64
+#: The outcome of a Complete that needs a proof of possession before it counts.
+PROVE = "prove"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Started:
     parts: list[PartEntry] = field(default_factory=list)
     grants: dict[int, Granted] = field(default_factory=dict)
     put: Granted | None = None
+    challenge: str | None = None  # stored, not the tenant's: start again with a proof for this
 
 
 class BlobSessions:
@@ -95,9 +100,19 @@ class BlobSessions:
     # -- uploads -----------------------------------------------------------------------------------
 
     def start(
-        self, attempt_id: str, token: str, digest: str, size_bytes: int, resume_upload_id: str | None
+        self,
+        attempt_id: str,
+        token: str,
+        digest: str,
+        size_bytes: int,
+        resume_upload_id: str | None,
+        proof: str | None = None,
     ) -> Started:
         """Answer "already stored", or open a session (resuming ``resume_upload_id`` when it is still open).
+
+        A blob that is stored but that the tenant does not hold yet is "already stored" only with a
+        ``proof`` of possession; without one the answer is a challenge (and neither the stored size
+        nor anything else about the blob).
 
         Raises
         ------
@@ -105,9 +120,12 @@ class BlobSessions:
             ``token`` does not hold the attempt's lease.
         IntegrityError
             The blob is stored with another size (its bytes cannot be this digest).
+        DigestMismatch
+            ``proof`` is not the proof of the stored blob's bytes.
         """
         with self._held(attempt_id, token) as (session, scope):
             resume = uploads.find_open_by_upload_id(session, resume_upload_id) if resume_upload_id else None
+            holds = uploads.tenant_may_read(session, tenant_id=scope.tenant_id, digest=digest)
         if resume is not None and (
             resume.tenant_id != scope.tenant_id or resume.digest != digest or resume.size_bytes != size_bytes
         ):
@@ -115,6 +133,10 @@ class BlobSessions:
 
         stored = self._stored_size(digest)
         if stored is not None:
+            if not holds:
+                if proof is None:
+                    return Started(exists=False, challenge=_challenge(attempt_id))
+                self._check_proof(digest, attempt_id, proof)
             if stored != size_bytes:
                 raise IntegrityError(f"blob {digest} is stored with {stored} bytes, not {size_bytes}")
             if resume is not None and resume.upload_id is not None:
@@ -221,13 +243,18 @@ class BlobSessions:
         parts: Sequence[PartEntry] | None,
         *,
         existed: bool,
+        proof: str | None = None,
     ) -> tuple[str, int]:
         """Complete the session's upload and check the stored blob; return ``(outcome, size)``.
 
-        Repeating a completed session's Complete answers the same (a retried request).
+        Repeating a completed session's Complete answers the same (a retried request). When another
+        writer stored the blob first and the tenant does not hold it, the session stays open and
+        the outcome is ``prove``: complete again with the proof for :func:`challenge_of` (the
+        bytes this upload sent were not kept, so nothing else shows it had them).
         """
-        with self._held(attempt_id, token) as (session, _):
+        with self._held(attempt_id, token) as (session, scope):
             record = self._own_session(session, session_id, attempt_id)
+            holds = uploads.tenant_may_read(session, tenant_id=scope.tenant_id, digest=record.digest)
         if record.state == uploads.COMPLETED:
             return record.outcome or uploads.CREATED, record.size_bytes
         if record.state == uploads.ABORTED:
@@ -254,6 +281,10 @@ class BlobSessions:
             raise IntegrityError(
                 f"blob {record.digest} is stored with {stored} bytes, not {record.size_bytes}"
             )
+        if outcome == uploads.EXISTED and not holds:
+            if proof is None:
+                return PROVE, record.size_bytes
+            self._check_proof(record.digest, attempt_id, proof)
         with self._held(attempt_id, token) as (session, _):
             uploads.finish(session, session_id, state=uploads.COMPLETED, outcome=outcome, at=self._now())
         return outcome, record.size_bytes
@@ -329,6 +360,15 @@ class BlobSessions:
         except BlobNotFound:
             return None
 
+    def _check_proof(self, digest: str, attempt_id: str, proof: str) -> None:
+        """Read the stored blob (verified) and check ``proof`` against it; DigestMismatch if wrong."""
+        hasher = possession.proof_hasher(_challenge(attempt_id))
+        with self._store.open(digest) as reader:
+            while chunk := reader.read(1024 * 1024):
+                hasher.update(chunk)
+        if not possession.proofs_match(hasher.hexdigest(), proof):
+            raise DigestMismatch(f"the proof of possession of {digest} does not match the stored blob")
+
     def _verify_put(self, digest: str) -> None:
         """Read back a blob PUT through a grant to a server that does not check sha256 itself.
 
@@ -352,6 +392,16 @@ class BlobSessions:
     def _part_grant(self, upload_id: str, part_number: int) -> Granted:
         ttl = self.policy.grant_ttl_s
         return Granted(_mounted(self._store.grant_part_url(upload_id, part_number, ttl)), {}, float(ttl))
+
+
+def _challenge(attempt_id: str) -> str:
+    """What a proof of possession is computed for: unique to the attempt, which alone may use it."""
+    return f"attempt/{attempt_id}"
+
+
+def challenge_of(attempt_id: str) -> str:
+    """The challenge the control plane sets an attempt (the runner is told it; tests compute it)."""
+    return _challenge(attempt_id)
 
 
 def _mounted(url: str) -> str:

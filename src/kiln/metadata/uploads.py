@@ -358,14 +358,17 @@ def digest_is_referenced(
 
 
 def tenant_may_read(session: Session, *, tenant_id: int, digest: str) -> bool:
-    """Whether the tenant has a reason to read the blob: its own entry, upload or run source holds it.
+    """Whether the tenant holds the blob: a committed entry, a completed upload or a run source of its own.
 
     Blobs are shared by content across tenants; this keeps a download grant from opening a blob
-    of another tenant to someone who merely learned its digest.
+    of another tenant to someone who merely learned its digest, and it is what lets an upload of a
+    stored blob skip sending it without a proof of possession (``kiln.storage.possession``). An
+    upload session completes only when its bytes were sent, or proven, or the tenant held the blob
+    already. A pending or uploading entry does not count: it names a digest, it proves nothing.
     """
     own_entry = (
         select(Entry.id)
-        .where(Entry.tenant_id == tenant_id, Entry.digest == digest, Entry.status.in_(_ENTRY_HOLDS_BLOB))
+        .where(Entry.tenant_id == tenant_id, Entry.digest == digest, Entry.status == entries.COMMITTED)
         .limit(1)
     )
     own_upload = (

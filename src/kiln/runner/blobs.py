@@ -28,6 +28,7 @@ from kiln.storage import (
     TransferConfig,
     WriteOutcome,
     download_file,
+    possession,
     upload_file,
 )
 from kiln.storage.base import GrantMethod
@@ -111,13 +112,25 @@ class RemoteBlobs:
             self._token,
             UploadStartIn(digest=digest, size_bytes=size, resume_upload_id=resume),
         )
+        if start.challenge is not None:
+            # Stored by another tenant: show we have the bytes instead of sending them.
+            start = self._client.start_blob_upload(
+                self._attempt_id,
+                self._token,
+                UploadStartIn(
+                    digest=digest,
+                    size_bytes=size,
+                    resume_upload_id=resume,
+                    proof=possession.prove_file(start.challenge, path),
+                ),
+            )
         if start.exists or start.session_id is None:
             self._journal.delete(digest)
             return BlobUpload(digest, size, 0, 0, 0, True, 0, self._clock() - started_at)
         if start.upload_id is None:
             self._journal.delete(digest)  # a single put: nothing of an earlier upload can be reused
         issuer = _SessionGrants(
-            self._client, self._attempt_id, self._token, start.session_id, digest, self._clock
+            self._client, self._attempt_id, self._token, start.session_id, digest, self._clock, path
         )
         config = self._plan(start, size)
         issued_at = self._clock()
@@ -200,6 +213,7 @@ class _SessionGrants:
         session_id: str,
         digest: str,
         clock: Callable[[], float],
+        path: str | os.PathLike[str],
     ) -> None:
         self._client = client
         self._attempt_id = attempt_id
@@ -207,6 +221,7 @@ class _SessionGrants:
         self._session_id = session_id
         self._digest = digest
         self._clock = clock
+        self._path = path  # the file being uploaded: for a proof of possession, if one is asked
 
     def part_grants(self, part_numbers: Sequence[int]) -> dict[int, Grant]:
         issued_at = self._clock()
@@ -234,6 +249,12 @@ class _SessionGrants:
             existed=existed,
         )
         answer = self._client.complete_blob_upload(self._attempt_id, self._token, self._session_id, body)
+        if answer.outcome == "prove" and answer.challenge is not None:
+            # Another tenant's writer stored the blob first: our bytes were dropped, so prove them.
+            body.proof = possession.prove_file(answer.challenge, self._path)
+            answer = self._client.complete_blob_upload(
+                self._attempt_id, self._token, self._session_id, body
+            )
         return WriteOutcome(answer.outcome)
 
     def abort(self) -> None:

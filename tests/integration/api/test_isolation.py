@@ -1,7 +1,7 @@
 """Tenant isolation through the API: with tenant B's token, tenant A's objects do not exist (404).
 
 Every object kind a user reaches: runs (get, list, cancel, logs), sources (HEAD, GET, naming one
-in a submission), tenants, repositories, tokens, caches and artifacts. An admin sees them all.
+in a submission), tenants, repositories, tokens, caches, artifacts and image layers. An admin sees them all.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ def test_tenants_repositories_and_tokens_of_another_tenant_do_not_exist(served: 
     assert _get(served, "globex", "/v1/tenants", "POST", json={"name": "evil"}).status_code == 403
 
 
-def test_caches_and_artifacts_of_another_tenant_do_not_exist(served: Served, acme_run):
+def test_caches_artifacts_and_image_layers_of_another_tenant_do_not_exist(served: Served, acme_run):
+    assert _get(served, "globex", "/v1/images/layers?tenant=acme").status_code == 404
+    assert _get(served, "acme", "/v1/images/layers?tenant=acme").status_code == 200
     assert _get(served, "globex", "/v1/caches?tenant=acme").status_code == 404
     assert _get(served, "globex", "/v1/caches").status_code == 200  # its own, whatever they are
     assert _get(served, "globex", "/v1/caches/remove?tenant=acme", "POST", json={}).status_code == 404

@@ -38,7 +38,7 @@ from kiln.api.blob_models import (
     UploadStartIn,
     UploadStartOut,
 )
-from kiln.api.blob_sessions import GRANT_MOUNT, BlobSessions, Granted
+from kiln.api.blob_sessions import GRANT_MOUNT, PROVE, BlobSessions, Granted, challenge_of
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
 from kiln.errors import DigestMismatch, NotFound, UsageError
@@ -81,7 +81,11 @@ def start_upload(
     attempt_id: str, body: UploadStartIn, token: str = _LEASE, blobs: BlobSessions = Depends(sessions)
 ) -> UploadStartOut:
     """Start (or resume, with ``resume_upload_id``) the upload of a blob; ``exists`` means upload nothing."""
-    started = blobs.start(attempt_id, token, body.digest, body.size_bytes, body.resume_upload_id)
+    started = blobs.start(
+        attempt_id, token, body.digest, body.size_bytes, body.resume_upload_id, proof=body.proof
+    )
+    if started.challenge is not None:
+        return UploadStartOut(exists=False, challenge=started.challenge)
     if started.exists or started.session is None:
         return UploadStartOut(exists=True)
     record = started.session
@@ -123,8 +127,11 @@ def complete_upload(
     blobs: BlobSessions = Depends(sessions),
 ) -> UploadCompleteOut:
     """Complete the session's upload; the control plane checks the blob is stored with its size."""
-    outcome, size = blobs.complete(attempt_id, token, session_id, _parts(body.parts), existed=body.existed)
-    return UploadCompleteOut(outcome=outcome, size_bytes=size)  # type: ignore[arg-type]
+    outcome, size = blobs.complete(
+        attempt_id, token, session_id, _parts(body.parts), existed=body.existed, proof=body.proof
+    )
+    challenge = challenge_of(attempt_id) if outcome == PROVE else None
+    return UploadCompleteOut(outcome=outcome, size_bytes=size, challenge=challenge)  # type: ignore[arg-type]
 
 
 @router.post("/attempts/{attempt_id}/blobs/uploads/{session_id}/abort", status_code=204)
