@@ -7,23 +7,34 @@ import hashlib
 import pytest
 from tests.integration.metadata.helpers import FakeClock, complete, lease
 
+from kiln.api.blob_sessions import PROVE, BlobSessions, challenge_of
 from kiln.artifacts import wire
 from kiln.artifacts.service import ArtifactService
-from kiln.errors import Conflict, IllegalTransition, LeaseLost, NotFound, UsageError
+from kiln.errors import (
+    BlobNotFound,
+    Conflict,
+    DigestMismatch,
+    IllegalTransition,
+    LeaseLost,
+    NotFound,
+    UsageError,
+)
 from kiln.metadata import entries
 from kiln.metadata.db import Database
 from kiln.scheduler import LeasedJob, RunContext, RunView, Scheduler
-from kiln.storage import BlobStore
+from kiln.storage import BlobStore, possession
 
 DIST = {"name": "dist", "paths": ["dist"], "retention_s": 3600.0}
 LOGS = {"name": "logs", "paths": ["logs"], "when": "on-failure"}
 EVERY = {"name": "report", "paths": ["report"], "when": "always"}
 
 
-def _submit(scheduler: Scheduler, producer_artifacts: list[dict] | None = None) -> RunView:
+def _submit(
+    scheduler: Scheduler, producer_artifacts: list[dict] | None = None, tenant: str = "acme"
+) -> RunView:
     step = [{"run": "make"}]
     return scheduler.submit_run(
-        RunContext(tenant="acme", repo="web", ref="main"),
+        RunContext(tenant=tenant, repo="web", ref="main"),
         workflow_name="ci",
         jobs=[
             (
@@ -42,9 +53,17 @@ def _submit(scheduler: Scheduler, producer_artifacts: list[dict] | None = None) 
     )
 
 
-def _blob(blobs: BlobStore, data: bytes) -> tuple[str, int]:
+def _blob(blobs: BlobStore, data: bytes, job: LeasedJob, db: Database) -> tuple[str, int]:
+    """Upload ``data`` as the job's runner does: through an upload session of its tenant."""
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    blobs.put(digest, data, len(data))
+    sessions = BlobSessions(db, blobs)
+    started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None)
+    if started.challenge is not None:  # stored by another tenant: prove it instead
+        proof = possession.prove_chunks(started.challenge, [data])
+        started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None, proof=proof)
+    if started.session is not None:
+        blobs.put(digest, data, len(data))
+        sessions.complete(job.attempt_id, job.lease_token, started.session.session_id, None, existed=False)
     return digest, len(data)
 
 
@@ -62,10 +81,10 @@ def _reserve(service: ArtifactService, job: LeasedJob, name: str = "dist", data:
 
 
 def _produce(
-    service: ArtifactService, blobs: BlobStore, build: LeasedJob, data: bytes = b"x" * 100
+    service: ArtifactService, blobs: BlobStore, build: LeasedJob, db: Database, data: bytes = b"x" * 100
 ) -> wire.ArtifactOut:
     reserved = _reserve(service, build, data=data)
-    digest, size = _blob(blobs, data)
+    digest, size = _blob(blobs, data, build, db)
     return service.finalize(
         build.attempt_id,
         build.lease_token,
@@ -75,7 +94,7 @@ def _produce(
 
 
 def test_reserve_upload_finalize_and_the_next_job_gets_it(
-    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore
+    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, database: Database
 ) -> None:
     run = _submit(scheduler)
     build = lease(scheduler)
@@ -93,7 +112,7 @@ def test_reserve_upload_finalize_and_the_next_job_gets_it(
             reserved.artifact_id,
             wire.ArtifactFinalizeIn(digest=reserved.digest, size_bytes=100),
         )
-    digest, size = _blob(blobs, b"x" * 100)
+    digest, size = _blob(blobs, b"x" * 100, build, database)
     done = service.finalize(
         build.attempt_id,
         build.lease_token,
@@ -118,12 +137,12 @@ def test_reserve_upload_finalize_and_the_next_job_gets_it(
     assert [a.name for a in service.list_run(run.run_id)] == ["dist"]
 
 
-def test_a_blob_stored_already_needs_no_upload(
-    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore
+def test_a_blob_the_tenant_stored_already_needs_no_upload(
+    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, database: Database
 ) -> None:
     _submit(scheduler)
     build = lease(scheduler)
-    _blob(blobs, b"x" * 100)
+    _blob(blobs, b"x" * 100, build, database)
     reserved = _reserve(service, build)
     assert (reserved.state, reserved.upload_needed) == ("uploading", False)
     done = service.finalize(
@@ -133,6 +152,87 @@ def test_a_blob_stored_already_needs_no_upload(
         wire.ArtifactFinalizeIn(digest=reserved.digest or "", size_bytes=100),
     )
     assert done.state == "committed"
+
+
+def test_a_digest_alone_does_not_open_another_tenants_blob(
+    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, database: Database
+) -> None:
+    """Dedup across tenants needs the bytes: a tenant that only knows a digest learns nothing of it."""
+    secret = b"the other tenant's secret build output"
+    theirs = _submit(scheduler, tenant="other")
+    their_build = lease(scheduler, run_id=theirs.run_id)
+    digest, size = _blob(blobs, secret, their_build, database)
+    _submit(scheduler)
+    build = lease(scheduler)
+    sessions = BlobSessions(database, blobs)
+
+    # Reserving with the digest asks for an upload; finalizing without one is refused.
+    reserved = _reserve(service, build, data=secret)
+    assert reserved.upload_needed
+    with pytest.raises(Conflict, match="not uploaded"):
+        service.finalize(
+            build.attempt_id,
+            build.lease_token,
+            reserved.artifact_id,
+            wire.ArtifactFinalizeIn(digest=digest, size_bytes=size),
+        )
+    # The upload is not told "stored" (nor the stored size: a wrong one gets the same answer)...
+    for claimed in (size, size + 1):
+        started = sessions.start(build.attempt_id, build.lease_token, digest, claimed, None)
+        assert (started.exists, started.session, started.challenge) == (
+            False,
+            None,
+            challenge_of(build.attempt_id),
+        )
+    # ...the blob cannot be downloaded, and a wrong proof is refused.
+    with pytest.raises(BlobNotFound):
+        sessions.download(build.attempt_id, build.lease_token, digest)
+    wrong = possession.prove_chunks(challenge_of(build.attempt_id), [b"a guess"])
+    with pytest.raises(DigestMismatch, match="proof of possession"):
+        sessions.start(build.attempt_id, build.lease_token, digest, size, None, proof=wrong)
+    # Another attempt's proof does not carry over.
+    theirs_proof = possession.prove_chunks(challenge_of(their_build.attempt_id), [secret])
+    with pytest.raises(DigestMismatch):
+        sessions.start(build.attempt_id, build.lease_token, digest, size, None, proof=theirs_proof)
+
+    # With the bytes, the proof stands in for the upload.
+    digest_again, _ = _blob(blobs, secret, build, database)
+    assert digest_again == digest
+    done = service.finalize(
+        build.attempt_id,
+        build.lease_token,
+        reserved.artifact_id,
+        wire.ArtifactFinalizeIn(digest=digest, size_bytes=size),
+    )
+    assert done.state == "committed"
+    assert sessions.download(build.attempt_id, build.lease_token, digest)[0] == size
+
+
+def test_a_blob_another_tenant_stores_mid_upload_needs_a_proof_to_complete(
+    scheduler: Scheduler, blobs: BlobStore, database: Database
+) -> None:
+    data = b"raced bytes" * 10
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    mine = _submit(scheduler)
+    build = lease(scheduler, run_id=mine.run_id)
+    sessions = BlobSessions(database, blobs)
+    started = sessions.start(build.attempt_id, build.lease_token, digest, len(data), None)
+    assert started.session is not None and started.challenge is None  # not stored yet: upload
+    theirs = _submit(scheduler, tenant="other")
+    _blob(blobs, data, lease(scheduler, run_id=theirs.run_id), database)  # they store it first
+    session_id = started.session.session_id
+    # Our PUT found it there (412): that alone says nothing about our bytes.
+    assert sessions.complete(build.attempt_id, build.lease_token, session_id, None, existed=True) == (
+        PROVE,
+        len(data),
+    )
+    with pytest.raises(BlobNotFound):
+        sessions.download(build.attempt_id, build.lease_token, digest)
+    proof = possession.prove_chunks(challenge_of(build.attempt_id), [data])
+    assert sessions.complete(
+        build.attempt_id, build.lease_token, session_id, None, existed=True, proof=proof
+    ) == ("existed", len(data))
+    assert sessions.download(build.attempt_id, build.lease_token, digest)[0] == len(data)
 
 
 def test_only_declared_artifacts_and_only_with_the_lease(
@@ -151,11 +251,11 @@ def test_only_declared_artifacts_and_only_with_the_lease(
 
 
 def test_a_retried_attempt_finds_the_committed_artifact(
-    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, clock: FakeClock
+    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, clock: FakeClock, database: Database
 ) -> None:
     _submit(scheduler)
     first = lease(scheduler, "runner-a")
-    _produce(service, blobs, first)
+    _produce(service, blobs, first, database)
     clock.advance(60)  # the runner dies before it completes the job: the lease runs out
     assert scheduler.reclaim_expired_leases()
     second = lease(scheduler, "runner-b")
@@ -211,7 +311,7 @@ def test_an_expired_artifact_is_gone_at_once(
 ) -> None:
     run = _submit(scheduler)
     build = lease(scheduler)
-    _produce(service, blobs, build)
+    _produce(service, blobs, build, database)
     complete(scheduler, build)
     clock.advance(3601)  # past the retention; the janitor has not run
     test = lease(scheduler)
@@ -235,11 +335,11 @@ def clock_now(clock: FakeClock):
 
 
 def test_users_see_runs_of_their_tenant_only(
-    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore
+    scheduler: Scheduler, service: ArtifactService, blobs: BlobStore, database: Database
 ) -> None:
     run = _submit(scheduler)
     build = lease(scheduler)
-    _produce(service, blobs, build)
+    _produce(service, blobs, build, database)
     assert service.get(run.run_id, "dist", tenant="acme").name == "dist"
     with pytest.raises(NotFound):
         service.list_run(run.run_id, tenant="other")
