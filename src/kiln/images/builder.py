@@ -150,7 +150,7 @@ class ImageBuilder:
         lock: Lock,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         wait_s: float = 3600.0,
         offline: bool = False,
     ) -> None:
@@ -159,7 +159,7 @@ class ImageBuilder:
         self.lock = lock
         self.offline = offline
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or site.cancel.wait  # a cancel ends a wait for another build at once
         self._wait_s = wait_s
 
     def build(self, images: Mapping[str, Image], name: str) -> BuiltImage:
@@ -172,6 +172,8 @@ class ImageBuilder:
             missing, or a base does not exist.
         ImageSourceUnavailable
             A registry or mirror needed for a miss cannot be reached.
+        BuildCancelled
+            ``site.cancel`` was set: the step running then is killed, any wait ends.
         """
         started = self._clock()
         changes_before = len(self.lock.changes)
@@ -397,6 +399,7 @@ class ImageBuilder:
         document: dict[str, Any],
         make: Callable[[], LayerBlob],
     ) -> None:
+        self.site.cancel.check(f"image {image}: {label}")
         key = key_of(document)
         cache, tier = self.site.cache, self.store.trust_tier
         record = cache.record(key, reader_tier=tier) or self.store.lookup(key)
@@ -410,7 +413,7 @@ class ImageBuilder:
             state.reused += 1
             return
         if record is None:
-            with cache.key_lock(key):
+            with cache.key_lock(key, self.site.cancel, f"image {image}: {label}: waiting for its build"):
                 record = cache.record(key, reader_tier=tier) or self.store.lookup(key)
                 if record is None:
                     record, built = self._claim_and_build(key, document, image, label, make)
@@ -442,6 +445,7 @@ class ImageBuilder:
                     f"image {image}: {label}: gave up waiting for {claim.holder} to build it"
                 )
             self._sleep(_POLL_S)
+            self.site.cancel.check(f"image {image}: {label}: waiting for {claim.holder or 'another build'}")
         assert claim.entry_id is not None
         self.site.log(f"kiln: image {image}: {label}: building")
         started = self._clock()

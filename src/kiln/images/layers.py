@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kiln.images.cancel import BuildCancel
 from kiln.images.oci import hex_of
 from kiln.images.store import LayerRecord
 from kiln.images.unpack import unpack_layer
@@ -130,11 +131,17 @@ class LayerCache:
     # -- locks, scratch and contexts --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def key_lock(self, key: str) -> Iterator[None]:
-        """Hold the build of ``key`` on this machine; a second builder waits here."""
+    def key_lock(self, key: str, cancel: BuildCancel, what: str) -> Iterator[None]:
+        """Hold the build of ``key`` on this machine; a second builder waits here.
+
+        Raises
+        ------
+        BuildCancelled
+            The build was cancelled while it waited (``what`` names the layer).
+        """
         path = self.root / "locks" / f"{hex_of(key)[:32]}.lock"
         with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            cancel.flock(handle, what)
             try:
                 yield
             finally:

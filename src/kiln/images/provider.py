@@ -7,7 +7,9 @@ are built in the sandbox and published for every later job. The job's summary ge
 section: name, digest, layers built and reused, build time, and the lock entries resolved.
 
 A build that fails is reported the same way (with ``failure``) and ends the job with ``error``:
-its steps never run on a half-built image.
+its steps never run on a half-built image. A build the job's cancel stopped
+(:mod:`kiln.images.cancel`) is no failure of the image: it is not reported, and the job ends
+``cancelled``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kiln.api.models import LeaseOut
 from kiln.errors import JobError, KilnError
 from kiln.images.builder import ImageBuilder
 from kiln.images.builtin import builtin_image
+from kiln.images.cancel import BuildCancel, BuildCancelled
 from kiln.images.layers import LayerCache
 from kiln.images.plan import ImagePlan
 from kiln.images.remote import RemoteLayerStore
@@ -33,7 +36,7 @@ __all__ = ["ImageProvider"]
 
 
 class ImageProvider:
-    """``(job, lease, log) → RootFS`` for :class:`kiln.runner.executor.JobExecutor`.
+    """``(job, lease, log, cancel) → RootFS`` for :class:`kiln.runner.executor.JobExecutor`.
 
     Parameters
     ----------
@@ -47,7 +50,7 @@ class ImageProvider:
         self._client = client
         self._state_dir = state_dir
 
-    def __call__(self, job: Job, lease: LeaseOut, log: Callable[[str], None]) -> RootFS:
+    def __call__(self, job: Job, lease: LeaseOut, log: Callable[[str], None], cancel: BuildCancel) -> RootFS:
         if lease.image_plan is None:
             return builtin_image(job.image, self._state_dir / "images")
         plan = ImagePlan.from_json(lease.image_plan)
@@ -60,6 +63,7 @@ class ImageProvider:
             mount_scope=f"{lease.context.tenant}\0{lease.context.repo}",
             log=log,
             timeout_s=job.timeout_s,
+            cancel=cancel,
         )
         store = RemoteLayerStore(
             self._client, lease.attempt_id, lease.lease_token, lease.trust_tier, self._state_dir / "spool"
@@ -67,6 +71,8 @@ class ImageProvider:
         builder = ImageBuilder(site, store, plan.lock)
         try:
             built = builder.build(plan.images, plan.image)
+        except BuildCancelled:
+            raise
         except KilnError as exc:
             self._report_failure(lease, plan, exc)
             raise

@@ -17,17 +17,17 @@ The layer is the overlay upper after the step, noise removed, captured determini
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.caches.files import UnsafePath, safe_path, walk
 from kiln.errors import ImageBuildFailed
+from kiln.images.cancel import BuildCancel, BuildCancelled
 from kiln.images.capture import LayerBlob, capture_layer, remove_noise
 from kiln.images.layers import LayerCache
 from kiln.images.oci import SOURCE_DATE_EPOCH
@@ -66,6 +66,7 @@ class BuildSite:
     mount_scope: str  # tenant and repository: cache mounts are never shared across them
     log: Callable[[str], None]
     timeout_s: float | None = None
+    cancel: BuildCancel = field(default_factory=BuildCancel)  # set by the job's cancel
 
 
 def build_env(image_env: Mapping[str, str], step_env: Mapping[str, str]) -> dict[str, str]:
@@ -116,7 +117,7 @@ def _mounts(site: BuildSite, image: str, targets: Sequence[str]) -> Iterator[lis
             mount_id = hashlib.sha256(f"{site.mount_scope}\0{image}\0{target}".encode()).hexdigest()[:16]
             directory = site.cache.mount_dir(mount_id)
             handle = stack.enter_context((directory.parent / f"{mount_id}.lock").open("a"))
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            site.cancel.flock(handle, f"image {image}: waiting for the cache mount {target}")
             data = directory / "data"
             data.mkdir(exist_ok=True)
             binds.append((data, target))
@@ -175,7 +176,10 @@ def run_layer(
     ------
     StepFailed
         The step failed; the message names it, says why and ends with its output.
+    BuildCancelled
+        The build was cancelled (before or while the step ran).
     """
+    site.cancel.check(f"image {image}: {label}")
     ro_binds = ((_RESOLV_CONF, str(_RESOLV_CONF)),) if network and _RESOLV_CONF.exists() else ()
     rootfs = RootFS(name=f"{image} (building)", digest="", layers=tuple(lowers), ro_binds=ro_binds)
     output = _Output(
@@ -185,9 +189,17 @@ def run_layer(
         workspace = scratch / "workspace"
         workspace.mkdir()
         _stage_inputs(site.source, inputs, workspace)
-        with JobSandbox(
-            rootfs, workspace, state_dir=site.sandbox_dir, name=f"image-{image}", limits=Limits(), build=True
-        ) as box:
+        with (
+            JobSandbox(
+                rootfs,
+                workspace,
+                state_dir=site.sandbox_dir,
+                name=f"image-{image}",
+                limits=Limits(),
+                build=True,
+            ) as box,
+            site.cancel.watching(box),
+        ):
             outcome = box.run(
                 list(argv),
                 env=dict(env),
@@ -198,6 +210,8 @@ def run_layer(
                 binds=binds,
             )
             tail = output.close()
+            if outcome.killed_by == "cancelled":
+                raise BuildCancelled(f"image {image}: {label}: cancelled")
             if not outcome.ok:
                 last = "\n".join(tail.rstrip().splitlines()[-8:])
                 shown = f"; its last output:\n{last}" if last else " without output"

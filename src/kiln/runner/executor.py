@@ -20,6 +20,7 @@ from pathlib import Path
 from kiln.api.models import CompleteIn, LeaseOut, StepFinishIn
 from kiln.errors import JobError, KilnError, LeaseLost
 from kiln.images.builtin import builtin_image
+from kiln.images.cancel import BuildCancel, BuildCancelled
 from kiln.runner.client import ControlPlaneClient
 from kiln.runner.heartbeat import Heartbeat
 from kiln.runner.logship import LogShipper
@@ -29,8 +30,11 @@ from kiln.runner.workspace import fetch_source, fresh_workspace
 from kiln.sandbox import SANDBOX_HOME, WORKSPACE, JobSandbox, Limits, RootFS, StepOutcome
 from kiln.spec import Job, Step
 
-ImageProvider = Callable[[Job, LeaseOut, Callable[[str], None]], RootFS]
-"""Turns a job's ``image:`` into the sandbox's root: ``(job, lease, log line) → RootFS``."""
+ImageProvider = Callable[[Job, LeaseOut, Callable[[str], None], BuildCancel], RootFS]
+"""Turns a job's ``image:`` into the sandbox's root: ``(job, lease, log line, cancel) → RootFS``.
+
+A custom image is built here, before the job's sandbox exists: the executor's stop sets ``cancel``
+so that a cancelled run or a lost lease stops the build too."""
 
 __all__ = ["JobExecutor", "JobResult", "job_environment"]
 
@@ -114,7 +118,9 @@ class JobExecutor:
     ) -> None:
         self._client = client
         self._state_dir = state_dir
-        self._images = images or (lambda job, _lease, _log: builtin_image(job.image, state_dir / "images"))
+        self._images = images or (
+            lambda job, _lease, _log, _cancel: builtin_image(job.image, state_dir / "images")
+        )
         self._phases = phases
         self._echo = echo  # (job name, text): the local copy of the output, for `kiln runner -v`
         self._clock = clock
@@ -136,8 +142,10 @@ class JobExecutor:
         )
         job_dir = self._state_dir / "jobs" / lease.attempt_id
         sandbox: list[JobSandbox] = []
+        build = BuildCancel()
 
         def stop(reason: str) -> None:
+            build.cancel()
             for box in sandbox:
                 box.cancel()
 
@@ -153,7 +161,7 @@ class JobExecutor:
         self._stop_current = stop
         try:
             with heartbeat:
-                result = self._run(lease, job_dir, shipper, sandbox, heartbeat)
+                result = self._run(lease, job_dir, shipper, sandbox, heartbeat, build)
         except LeaseLost:
             result = JobResult("lost", "the lease was lost; another runner owns this job now")
         except KilnError as exc:
@@ -183,6 +191,7 @@ class JobExecutor:
         shipper: LogShipper,
         sandbox: list[JobSandbox],
         heartbeat: Heartbeat,
+        build: BuildCancel,
     ) -> JobResult:
         if lease.secrets_lost:
             raise JobError(
@@ -200,7 +209,15 @@ class JobExecutor:
             self._client, lease.source_digest, self._state_dir / "sources", lease.lease_token
         )
         fresh_workspace(archive, workspace)
-        rootfs = self._images(job, lease, shipper.line)
+        try:
+            rootfs = self._images(job, lease, shipper.line, build)
+        except BuildCancelled:
+            if heartbeat.lease_lost:
+                raise LeaseLost() from None
+            if heartbeat.cancel_requested:
+                shipper.line("kiln: the run was cancelled while the job's image was being built")
+                return JobResult("cancelled", "the run was cancelled")
+            raise
         self._client.report_image(lease.attempt_id, lease.lease_token, rootfs.name, rootfs.digest)
         limits = Limits(memory_bytes=job.limits.memory_bytes, pids=job.limits.pids, cpus=job.limits.cpus)
         shipper.line(
