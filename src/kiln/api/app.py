@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from kiln import __version__
 from kiln.api.auth import authenticate
+from kiln.api.metrics import install_metrics
 from kiln.api.plane import ControlPlane
 from kiln.api.routes import artifacts, blobs, caches, health, images, runners, runs, sources, tenants, tokens
 from kiln.errors import KilnError, WorkflowInvalid
@@ -33,6 +34,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
         return JSONResponse(status_code=exc.http_status, content=_error_body(exc))
 
     app.include_router(health.router)
+    install_metrics(app, plane)
     # Every /v1 route: the caller's token is resolved and checked first (kiln.api.auth).
     for module in (runs, runners, sources, caches, artifacts, blobs, images, tenants, tokens):
         app.include_router(module.router, prefix="/v1", dependencies=[Depends(authenticate)])
