@@ -7,12 +7,16 @@ the attempt's run: the tests vary the run, never anything a runner could claim.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from kiln.caches import wire
 from kiln.caches.archive import pack_cache
@@ -20,7 +24,7 @@ from kiln.caches.keys import KilnInputs, key_document, key_of, version_of
 from kiln.caches.manifest import CacheRoot, scan_roots
 from kiln.caches.secretscan import SecretScanner
 from kiln.caches.service import CacheService
-from kiln.errors import LeaseLost, UsageError
+from kiln.errors import LeaseLost, NotFound, UsageError
 from kiln.metadata.db import Database
 from kiln.scheduler import RunContext, Scheduler, TrustTier
 from kiln.storage import open_blob_store
@@ -77,8 +81,10 @@ class World:
         assert leased is not None
         return Attempt(leased.attempt_id, leased.lease_token, run.run_id)
 
-    def request(self, cache_type: str = "deps", *, salt: str = "", name: str = "c") -> wire.CacheKeyIn:
-        kiln = KilnInputs(IMAGE, "linux/x86_64", cache_type, "kiln.tar+zstd.v1", ("build",))
+    def request(
+        self, cache_type: str = "deps", *, salt: str = "", name: str = "c", image: str = IMAGE
+    ) -> wire.CacheKeyIn:
+        kiln = KilnInputs(image, "linux/x86_64", cache_type, "kiln.tar+zstd.v1", ("build",))
         doc = key_document(kiln, patterns=[], files={}, env={}, values=[salt] if salt else [])
         return wire.CacheKeyIn(
             name=name,
@@ -98,14 +104,19 @@ class World:
         archive = root / "c.tar.zst"
         with archive.open("wb") as out:
             info = pack_cache(scan, out)
+        unpacked = info.unpacked_size + len(scan.manifest.to_json())
+        return self.store(attempt, request, archive, scan.manifest.content_digest(), unpacked)
+
+    def store(
+        self, attempt: Attempt, request: wire.CacheKeyIn, archive: Path, content_digest: str, unpacked: int
+    ) -> str:
+        """Reserve, upload and commit the archive file as the attempt's save; return the outcome."""
+        info = _Blob(f"sha256:{hashlib.sha256(archive.read_bytes()).hexdigest()}", archive.stat().st_size)
         reserved = self.service.reserve(
             attempt.attempt_id,
             attempt.token,
             wire.ReserveIn(
-                **request.model_dump(),
-                content_digest=scan.manifest.content_digest(),
-                unpacked_bytes=info.unpacked_size + len(scan.manifest.to_json()),
-                files=scan.manifest.files,
+                **request.model_dump(), content_digest=content_digest, unpacked_bytes=unpacked, files=1
             ),
         )
         if reserved.outcome != "reserved":
@@ -119,6 +130,12 @@ class World:
         return self.service.lookup(
             attempt.attempt_id, attempt.token, wire.LookupIn(caches=[request])
         ).results[0]
+
+
+@dataclass(frozen=True)
+class _Blob:
+    digest: str
+    size: int
 
 
 def _commit(info) -> wire.CommitIn:
@@ -145,11 +162,14 @@ def test_the_trust_matrix_on_real_entries(world: World, writer: TrustTier, reade
 
 def test_a_fork_cannot_make_the_default_branch_restore_what_it_wrote(world: World) -> None:
     request = world.request()  # the same name and key the default branch uses
-    for ref in ("main", "refs/heads/main", "feature"):
+    for ref in ("main", "refs/heads/main", "feature", "branch:main", "pr:main"):
         fork = world.attempt(TrustTier.FORK_PULL_REQUEST, ref=ref, base_ref="main")
         assert world.save(fork, request, content=f"poison via {ref}") == "saved"
     default = world.attempt(TrustTier.PROTECTED)
     assert world.lookup(default, request).restore == "miss"
+    # Nor does any other tier, even on the branch the fork named itself after.
+    for tier in (TrustTier.BRANCH, TrustTier.PULL_REQUEST):
+        assert world.lookup(world.attempt(tier), request).restore == "miss"
     # ...and not through a fallback either.
     fallback = world.request(salt="other")
     assert (
@@ -192,6 +212,32 @@ def test_fallback_for_deps_with_restore_keys_never_for_build(world: World) -> No
     build_old, build_new = world.request("build"), world.request("build", salt="source changed")
     world.save(world.attempt(job=build_job), build_old)
     assert world.lookup(world.attempt(job=build_job), build_new).restore == "miss"
+
+
+@pytest.mark.parametrize("cache_type", ["deps", "compiler"])
+def test_an_exact_key_in_any_scope_wins_over_a_fallback_and_a_fallback_takes_the_newest(
+    world: World, cache_type: str
+) -> None:
+    job = _job(cache_type, restore_keys=True)
+    wanted, older, newer = (world.request(cache_type, salt=s) for s in ("wanted", "older", "newer"))
+    world.save(world.attempt(job=job), wanted, content="main")
+    world.save(world.attempt(TrustTier.BRANCH, job=job), older, content="older")
+    world.save(world.attempt(TrustTier.BRANCH, job=job), newer, content="newer")
+    # Newest of all in the branch's own scope, but of another image: never a fallback candidate.
+    other_image = world.request(cache_type, salt="newest", image="sha256:" + "2" * 64)
+    world.save(world.attempt(TrustTier.BRANCH, job=job), other_image, content="other image")
+
+    exact = world.lookup(world.attempt(TrustTier.BRANCH, job=job), wanted)
+    assert (exact.restore, exact.entry.scope, exact.entry.key) == ("hit", "branch:main", wanted.key)
+    unknown = world.request(cache_type, salt="unknown")
+    fallback = world.lookup(world.attempt(TrustTier.BRANCH, job=job), unknown)
+    assert (fallback.restore, fallback.entry.scope, fallback.entry.key) == (
+        "fallback",
+        "branch:feature",
+        newer.key,
+    )
+    on_main = world.lookup(world.attempt(job=job), unknown)
+    assert (on_main.restore, on_main.entry.key) == ("fallback", wanted.key)
 
 
 def test_a_build_key_is_written_once_and_the_loser_reports_lost_race(world: World) -> None:
@@ -270,6 +316,31 @@ def test_a_lying_runner_cannot_quarantine_a_good_entry_but_a_bad_one_is(world: W
     assert world.lookup(world.attempt(), request).restore == "miss"
 
 
+def _hostile_archive(path: Path) -> Path:
+    """A well-formed tar+zstd whose member lies outside the cache's paths (``build``)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("workspace/src/main.c")
+        info.size = 9
+        tar.addfile(info, io.BytesIO(b"int evil;"))
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return path
+
+
+def test_an_entry_with_a_hostile_archive_is_quarantined_on_report(world: World) -> None:
+    """Its blob is whole (the digest verifies), but its content fails the restore's checks."""
+    request = world.request()
+    archive = _hostile_archive(world.tmp / "hostile.tar.zst")
+    assert world.store(world.attempt(), request, archive, "sha256:" + "e" * 64, 9) == "saved"
+    reader = world.attempt()
+    entry = world.lookup(reader, request).entry
+    answer = world.service.report_corrupt(
+        reader.attempt_id, reader.token, entry.entry_id, wire.CorruptIn(name="c", reason="unsafe entry")
+    )
+    assert answer.quarantined and "outside the cache's paths" in answer.message
+    assert world.lookup(world.attempt(), request).restore == "miss"
+
+
 def test_explain_names_what_differs_and_why_an_exact_entry_was_not_restored(world: World) -> None:
     request = world.request()
     world.save(world.attempt(TrustTier.FORK_PULL_REQUEST), request)
@@ -292,6 +363,20 @@ def test_remove_hides_entries_of_the_tenant_only(world: World) -> None:
     assert world.service.remove("someone-else", wire.RemoveIn(all=True)).removed == 0
     assert world.service.remove("acme", wire.RemoveIn(name="c")).removed == 1
     assert world.service.list_entries("acme").entries == []
+
+
+def test_remove_by_id_takes_only_the_tenants_cache_entries(world: World) -> None:
+    world.save(world.attempt(), world.request(salt="a"))
+    world.save(world.attempt(), world.request(salt="b"))
+    newest, oldest = world.service.list_entries("acme").entries
+    with pytest.raises(NotFound):
+        world.service.remove("someone-else", wire.RemoveIn(entry_ids=[newest.entry_id]))
+    with pytest.raises(UsageError, match="name entries to remove"):
+        world.service.remove("acme", wire.RemoveIn())
+    assert world.service.remove("acme", wire.RemoveIn(entry_ids=[newest.entry_id])).removed == 1
+    assert [e.entry_id for e in world.service.list_entries("acme").entries] == [oldest.entry_id]
+    assert world.lookup(world.attempt(), world.request(salt="b")).restore == "miss"
+    assert world.lookup(world.attempt(), world.request(salt="a")).restore == "hit"
 
 
 def test_an_entry_expires_a_week_after_its_last_restore(database: Database, tmp_path: Path) -> None:
