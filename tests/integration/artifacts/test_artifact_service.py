@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from tests.integration.artifacts.harness import upload_as
 from tests.integration.metadata.helpers import FakeClock, complete, lease
 
 from kiln.api.blob_sessions import PROVE, BlobSessions, challenge_of
@@ -54,17 +55,7 @@ def _submit(
 
 
 def _blob(blobs: BlobStore, data: bytes, job: LeasedJob, db: Database) -> tuple[str, int]:
-    """Upload ``data`` as the job's runner does: through an upload session of its tenant."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    sessions = BlobSessions(db, blobs)
-    started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None)
-    if started.challenge is not None:  # stored by another tenant: prove it instead
-        proof = possession.prove_chunks(started.challenge, [data])
-        started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None, proof=proof)
-    if started.session is not None:
-        blobs.put(digest, data, len(data))
-        sessions.complete(job.attempt_id, job.lease_token, started.session.session_id, None, existed=False)
-    return digest, len(data)
+    return upload_as(db, blobs, job, data)
 
 
 def _reserve(service: ArtifactService, job: LeasedJob, name: str = "dist", data: bytes | None = b"x" * 100):

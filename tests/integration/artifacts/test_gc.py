@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.fixtures.seaweedfs import SeaweedFS
+from tests.integration.artifacts.harness import upload_as
 from tests.integration.metadata.helpers import FakeClock, complete, lease
 
 from kiln.artifacts import wire
@@ -53,11 +54,13 @@ def _submit(scheduler: Scheduler, artifacts: list[dict]) -> None:
     )
 
 
-def _commit(service: ArtifactService, store: BlobStore, job: LeasedJob, name: str, data: bytes) -> str:
+def _commit(
+    service: ArtifactService, db: Database, store: BlobStore, job: LeasedJob, name: str, data: bytes
+) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     body = wire.ArtifactReserveIn(name=name, digest=digest, size_bytes=len(data), files=1, unpacked_bytes=1)
     reserved = service.reserve(job.attempt_id, job.lease_token, body)
-    store.put(digest, data, len(data))
+    upload_as(db, store, job, data)
     final = wire.ArtifactFinalizeIn(digest=digest, size_bytes=len(data))
     service.finalize(job.attempt_id, job.lease_token, reserved.artifact_id, final)
     return digest
@@ -78,12 +81,12 @@ def test_gc_expires_artifacts_frees_their_blobs_and_keeps_what_is_referenced(
         ],
     )
     first = lease(scheduler)
-    short = _commit(service, store, first, "short", b"only here")
-    _commit(service, store, first, "shared", shared)
+    short = _commit(service, database, store, first, "short", b"only here")
+    _commit(service, database, store, first, "shared", shared)
     complete(scheduler, first)
     _submit(scheduler, [{"name": "kept", "paths": ["a"], "retention_s": 30 * 86400.0}])
     second = lease(scheduler)
-    kept = _commit(service, store, second, "kept", shared)  # the same blob, a long retention
+    kept = _commit(service, database, store, second, "kept", shared)  # the same blob, a long retention
     complete(scheduler, second)
     # A runner died halfway through an upload nobody will resume.
     orphan_digest = "sha256:" + hashlib.sha256(b"never finished").hexdigest()
