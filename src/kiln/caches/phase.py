@@ -203,12 +203,21 @@ class CachePhase:
             archive=ARCHIVE_FORMAT,
             paths=tuple(cache.paths),
         )
+        key_env = {name: env.get(name) for name in cache.key.env}
+        # A key is stored and shown by `kiln cache explain`: no input may carry a secret's value,
+        # whatever the variable holding it is called.
+        scanner = SecretScanner(ctx.secrets)
+        leaks = sorted(
+            {f"key.env {n}" for n, v in key_env.items() if v and scanner.names_in(v.encode())}
+            | {"key.values" for v in cache.key.values if scanner.names_in(v.encode())}
+        )
+        if leaks:
+            tracked.problem = (
+                f"{', '.join(leaks)} holds the value of a secret; a secret is never part of a key"
+            )
+            return tracked
         document = key_document(
-            kiln,
-            patterns=cache.key.files,
-            files=files,
-            env={name: env.get(name) for name in cache.key.env},
-            values=cache.key.values,
+            kiln, patterns=cache.key.files, files=files, env=key_env, values=cache.key.values
         )
         tracked.request = wire.CacheKeyIn(
             name=cache.name,

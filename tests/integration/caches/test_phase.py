@@ -18,8 +18,31 @@ from kiln.caches import wire
 pytestmark = pytest.mark.sandbox
 
 
+#: What the issue asks of every cache in a job's ``--json`` summary (compiler caches: also the counters).
+SUMMARY_FIELDS = {
+    "name",
+    "type",
+    "restore",
+    "key",
+    "matched_key",
+    "matched_scope",
+    "restored_bytes",
+    "restore_s",
+    "save",
+    "saved_bytes",
+    "save_s",
+}
+RESTORES = {"hit", "fallback", "miss", "corrupt", "skipped"}
+SAVES = {"saved", "unchanged", "skipped", "lost-race", "refused-secret", "error"}
+
+
 def _caches(summary: dict) -> dict[str, dict]:
     (job,) = summary["jobs"]
+    for cache in job["caches"]:
+        assert cache.keys() >= SUMMARY_FIELDS, SUMMARY_FIELDS - cache.keys()
+        assert cache["restore"] in RESTORES and cache["save"] in SAVES, cache
+        if cache["type"] == "compiler":
+            assert {"compiler_hits", "compiler_misses"} <= cache.keys()
     return {c["name"]: c for c in job["caches"]}
 
 
@@ -256,18 +279,18 @@ jobs:
     caches:
       - {name: tree, type: build, paths: [out], key: {files: [src/**]}}
     steps:
-      - run: mkdir -p out && cp src/* out/ && sleep 2 && echo "$KILN_RUN_ID" > out/who
+      - run: |
+          if [ -f out/who ]; then cat out/who; exit 0; fi
+          mkdir -p out && cp src/* out/ && sleep 2 && echo "$KILN_RUN_ID" > out/who
 """
 
 
-def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(
-    file_harness: Harness, write_project
-) -> None:
+def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(harness: Harness, write_project) -> None:
     project = write_project({"kiln.yml": RACE, "src/a": "a"})
     results: list[dict] = []
 
     def run(ref: str) -> None:
-        results.append(file_harness.run(project, context("main")))
+        results.append(harness.run(project, context(ref)))
 
     threads = [threading.Thread(target=run, args=(ref,)) for ref in ("main", "main")]
     for thread in threads:
@@ -276,11 +299,13 @@ def test_concurrent_saves_of_one_build_key_one_saved_one_lost_race(
         thread.join()
     saves = sorted(_caches(r)["tree"]["save"] for r in results)
     assert saves == ["lost-race", "saved"]
-    (entry,) = file_harness.caches().list(name="tree").entries
+    (entry,) = harness.caches().list(name="tree").entries
     winner = next(r for r in results if _caches(r)["tree"]["save"] == "saved")
     assert entry.producer_run_id == winner["run_id"]
-    check = file_harness.run(project)
+    check = harness.run(project)
     assert _caches(check)["tree"]["restore"] == "hit"
+    log = "".join(line.data for line in harness.client.logs(check["run_id"]).lines)
+    assert winner["run_id"] in log  # the winner's whole tree: its own `who`
 
 
 SECRET_KEY = """
@@ -305,3 +330,56 @@ def test_a_secret_named_in_the_key_disables_the_cache(
     assert "a secret is never part of a key" in cache["error"]
     assert (summary["status"] == "success") is not fail_on_error
     assert SECRET not in str(summary)
+
+
+IMAGES = """
+name: images
+jobs:
+  on-host:
+    image: host
+    caches:
+      - {name: c, type: deps, paths: [~/.cache/c], key: {values: [v1]}, restore-keys: true}
+    steps:
+      - run: mkdir -p ~/.cache/c && echo host > ~/.cache/c/f
+  on-busybox:
+    image: busybox
+    caches:
+      - {name: c, type: deps, paths: [~/.cache/c], key: {values: [v1]}, restore-keys: true}
+    steps:
+      - run: test ! -e ~/.cache/c/f && mkdir -p ~/.cache/c && echo busybox > ~/.cache/c/f
+"""
+
+
+def test_another_image_is_another_key_with_no_fallback_and_explain_names_it(
+    file_harness: Harness, write_project
+) -> None:
+    """The same cache, inputs and paths in two images: neither ever restores the other's toolchain."""
+    summary = file_harness.run(write_project({"kiln.yml": IMAGES}))
+    assert summary["status"] == "success", summary
+    host, busybox = ({c["name"]: c for c in job["caches"]}["c"] for job in summary["jobs"])
+    assert host["key"] != busybox["key"]
+    assert (busybox["restore"], busybox["save"]) == ("miss", "saved")  # restore-keys: true, still a miss
+    answer = file_harness.caches().explain("on-busybox", "c")
+    assert [i.name for i in answer.inputs if i.differs] == ["kiln.image"]
+    assert answer.nearest is not None and answer.nearest.producer_job == "on-host"
+
+
+SECRET_VALUE_KEY = """
+name: secret-value-key
+env: {COPY: "s3cr3t-t0ken-value-42"}
+jobs:
+  build:
+    caches:
+      - {name: c, type: deps, paths: [x], key: {env: [COPY]}}
+    steps:
+      - run: mkdir -p x && echo data > x/f
+"""
+
+
+def test_a_secret_value_under_another_name_never_enters_a_key(file_harness: Harness, write_project) -> None:
+    summary = file_harness.run(write_project({"kiln.yml": SECRET_VALUE_KEY}), secrets_={"API_TOKEN": SECRET})
+    cache = _caches(summary)["c"]
+    assert (cache["restore"], cache["save"], cache["key"]) == ("skipped", "skipped", None)
+    assert cache["error"] == "key.env COPY holds the value of a secret; a secret is never part of a key"
+    assert summary["status"] == "success"
+    assert file_harness.caches().list().entries == []
