@@ -162,3 +162,34 @@ def _overwrite(plane: Plane, digest: str, data: bytes, request: pytest.FixtureRe
     server.client().put_object(
         Bucket=server.bucket, Key=f"{store.prefix}/blobs/sha256/{digest[7:]}", Body=data
     )
+
+
+@pytest.mark.parametrize("plane", TWO_PAIRS, indirect=True)
+def test_another_tenants_blob_is_proven_not_claimed(plane: Plane, tmp_path: Path) -> None:
+    """Dedup across tenants: the digest alone gets a challenge; the runner with the bytes proves them."""
+    acme, other = plane.lease("acme"), plane.lease("other")
+    path, digest, size = _file(tmp_path / "blob", 12 * MIB)
+    plane.blobs(acme, tmp_path / "spool").upload(path, digest=digest, size=size)
+
+    # A runner that only knows the digest: no "exists", no size, no download, no proof it can make.
+    client = plane.client()
+    for claimed in (size, size - 1):
+        answer = client.start_blob_upload(
+            other.attempt_id, other.lease_token, UploadStartIn(digest=digest, size_bytes=claimed)
+        )
+        assert (answer.exists, answer.session_id, answer.challenge) == (
+            False,
+            None,
+            f"attempt/{other.attempt_id}",
+        )
+    guess = UploadStartIn(digest=digest, size_bytes=size, proof=hashlib.sha256(b"guess").hexdigest())
+    with pytest.raises(DigestMismatch):
+        client.start_blob_upload(other.attempt_id, other.lease_token, guess)
+    with pytest.raises(BlobNotFound):
+        plane.blobs(other, tmp_path / "other-spool").download(digest, tmp_path / "stolen")
+
+    # The other tenant's runner that has the bytes proves them and sends nothing.
+    other_blobs = plane.blobs(other, tmp_path / "other-spool")
+    result = other_blobs.upload(path, digest=digest, size=size)
+    assert result.existed and result.bytes_sent == 0
+    assert other_blobs.download(digest, tmp_path / "back") == size
