@@ -64,6 +64,9 @@ class LayerCache:
         self.tmp = self.root / "tmp"
         for sub in ("layers", "keys", "locks", "mounts", "contexts", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # Build steps run as real root with CAP_CHOWN and CAP_FSETID: a layer or a cache mount may
+        # hold a setuid-root file of the workflow's choosing. Only the runner (root) may reach them.
+        os.chmod(self.root, 0o700)
 
     # -- records --------------------------------------------------------------------------------
 

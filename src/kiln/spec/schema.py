@@ -19,9 +19,9 @@ def workflow_json_schema() -> dict[str, Any]:
     dict[str, Any]
         The schema of the input form: YAML keys (``timeout``, ``limits.memory``), durations and
         sizes as strings (``"10m"``, ``"2g"``) or plain numbers, env values as strings, numbers
-        or booleans. Keys reserved for later versions (``images``, ``artifacts``) are
-        described but match nothing. The schema checks shape, not cross-job references
-        (``needs`` order, image names): :func:`kiln.spec.parse_workflow` does.
+        or booleans. ``images`` (custom images: bases, steps) and ``artifacts`` are described in
+        full. The schema checks shape, not cross-references (``needs`` order, a job's image, an
+        image's base naming another image, cycles): :func:`kiln.spec.parse_workflow` does.
     """
     schema = Workflow.model_json_schema(mode="validation", by_alias=True)
     return {
