@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from kiln.metadata import entries
+from kiln.metadata.db import Database
+from kiln.metadata.runs import get_or_create_tenant
 from kiln.scheduler import LeasedJob, RunContext, RunView, Scheduler
 
-__all__ = ["START", "TTL_S", "FakeClock", "complete", "lease", "statuses", "submit"]
+__all__ = ["START", "TTL_S", "FakeClock", "complete", "lease", "reserve_entry", "statuses", "submit"]
 
 START = 1_700_000_000.0
 TTL_S = 30.0
@@ -63,3 +67,23 @@ def complete(
 ) -> None:
     """Complete the leased job's attempt with ``status``."""
     scheduler.complete_attempt(leased.attempt_id, leased.lease_token, status=status, error_message=message)
+
+
+def reserve_entry(db: Database, identity: str, *, at: datetime, **extra: Any) -> str:
+    """Reserve a cache entry of tenant ``acme`` (``pip``, key ``k1``) with ``identity``; return its id."""
+    with db.session() as s:
+        get_or_create_tenant(s, "acme")
+        entry = entries.reserve(
+            s,
+            tenant="acme",
+            repo="web",
+            scope="refs/heads/main",
+            kind="cache",
+            name="pip",
+            key="k1",
+            identity=identity,
+            trust_tier="protected",
+            at=at,
+            **extra,
+        )
+    return entry.entry_id

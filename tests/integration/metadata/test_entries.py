@@ -6,11 +6,11 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.integration.metadata.helpers import reserve_entry
 
 from kiln.errors import Conflict
 from kiln.metadata import entries
 from kiln.metadata.db import Database
-from kiln.metadata.runs import get_or_create_tenant
 
 AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -20,22 +20,7 @@ def _digest(n: int) -> str:
 
 
 def _reserve(db: Database, identity: str = "scope/pip/k1", *, at: datetime = AT, **extra: object) -> str:
-    with db.session() as s:
-        get_or_create_tenant(s, "acme")
-        entry = entries.reserve(
-            s,
-            tenant="acme",
-            repo="web",
-            scope="refs/heads/main",
-            kind="cache",
-            name="pip",
-            key="k1",
-            identity=identity,
-            trust_tier="protected",
-            at=at,
-            **extra,  # type: ignore[arg-type]
-        )
-    return entry.entry_id
+    return reserve_entry(db, identity, at=at, **extra)
 
 
 def test_an_entry_is_invisible_until_committed_and_then_immutable(database: Database) -> None:

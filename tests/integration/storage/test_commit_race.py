@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.integration.metadata.helpers import reserve_entry
 
 from kiln.errors import BlobNotFound
 from kiln.metadata import entries
 from kiln.metadata.db import Database
-from kiln.metadata.runs import get_or_create_tenant
 from kiln.storage import BlobStore, PartEntry, digest_bytes, open_blob_store
 
 from .plane import make_store
@@ -30,21 +30,7 @@ IDENTITY = "refs/heads/main/pip/k1"
 
 
 def _reserve(db: Database) -> str:
-    with db.session() as s:
-        get_or_create_tenant(s, "acme")
-        entry = entries.reserve(
-            s,
-            tenant="acme",
-            repo="web",
-            scope="refs/heads/main",
-            kind="cache",
-            name="pip",
-            key="k1",
-            identity=IDENTITY,
-            trust_tier="protected",
-            at=datetime.now(UTC),
-        )
-    return entry.entry_id
+    return reserve_entry(db, IDENTITY, at=datetime.now(UTC))
 
 
 def _store(store: BlobStore, index: int, data: bytes) -> None:
