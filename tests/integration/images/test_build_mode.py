@@ -32,7 +32,9 @@ images:
   owners:
     from: busybox
     steps:
-      - run: mkdir -p /srv/cache && chown 42:43 /srv/cache && cp /bin/busybox /srv/tool && chmod 4755 /srv/tool
+      - run: |
+          mkdir -p /srv/cache && chown 42:43 /srv/cache
+          cp /bin/busybox /srv/tool && chmod 4755 /srv/tool
 jobs:
   a: {image: owners, steps: [{run: x}]}
 """
