@@ -212,5 +212,7 @@ def summary_lines(job: dict[str, Any]) -> list[str]:
         )
         if cache.get("compiler_hits") is not None:
             line += f", ccache {cache['compiler_hits']} hits / {cache['compiler_misses']} misses"
+        if cache.get("error"):  # why it was refused, skipped or failed: a file and a secret's name at most
+            line += f": {cache['error']}"
         lines.append(line)
     return lines

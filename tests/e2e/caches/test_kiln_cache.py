@@ -103,6 +103,14 @@ def test_edit_explain_list_and_remove(kiln, project) -> None:
     after = _caches(kiln("run", "--json", str(workflow)))
     assert after["tree"]["restore"] == "miss"
 
+    (vendor, *_) = json.loads(kiln("cache", "ls", "--json", "--name", "vendor").stdout)
+    assert json.loads(kiln("cache", "rm", "--json", vendor["entry_id"]).stdout) == {"removed": 1}
+    unknown = kiln("cache", "rm", vendor["entry_id"] + "-nope")
+    assert unknown.code == 2 and "no entry" in unknown.stderr
+    assert "removed" in kiln("cache", "rm", "--all").stdout
+    assert json.loads(kiln("cache", "ls", "--json").stdout) == []
+    assert kiln("cache", "ls").stdout.strip() == "no cache entries"
+
 
 def test_a_fork_pr_cannot_poison_the_default_branch(kiln, project) -> None:
     workflow = project(WORKFLOW, FILES)
