@@ -137,6 +137,7 @@ jobs:
     caches:
       - {name: cc, type: compiler, paths: [~/.ccache]}
     steps:
+      - run: echo "CCACHE $CCACHE_DIR $CCACHE_COMPILERCHECK $CCACHE_BASEDIR"
       - run: for f in src/*.c; do ccache gcc -O2 -c $f -o /tmp/$(basename $f).o; done
 """
 
@@ -145,7 +146,10 @@ def test_a_compiler_cache_is_restored_extended_and_the_next_run_restores_the_lar
     harness: Harness, write_project
 ) -> None:
     project = write_project({"kiln.yml": CCACHE, "src/a.c": "int a(void) { return 1; }\n"})
-    first = _caches(harness.run(project))["cc"]
+    summary = harness.run(project)
+    first = _caches(summary)["cc"]
+    log = "".join(line.data for line in harness.client.logs(summary["run_id"]).lines)
+    assert "CCACHE /root/.ccache content /workspace" in log  # kiln wires ccache to the cache path
     assert (first["compiler_hits"], first["compiler_misses"], first["save"]) == (0, 1, "saved")
 
     (project / "src" / "b.c").write_text("int b(void) { return 2; }\n")
