@@ -45,13 +45,19 @@ def lock_for_submit(workflow: Path) -> dict[str, Any] | None:
 
 
 def record_lock_updates(run: RunOut, workflow: Path, console: Console) -> list[str]:
-    """Write the lock entries a run's builds resolved into the kiln.lock beside ``workflow``."""
+    """Write the lock entries a run's builds resolved into the kiln.lock beside ``workflow``.
+
+    Says which entries it wrote and why the build resolved each (missing from the lock, or stale:
+    the step asks for other packages, the locked digest is gone, the mirror moved on).
+    """
     found = Lock()
+    reasons: list[str] = []
     for job in run.jobs:
         report = job.attempts[-1].report if job.attempts else {}
         image = report.get("image") if isinstance(report.get("image"), dict) else None
         if image and isinstance(image.get("lock"), dict):
             found.merge(Lock.from_json(image["lock"]))
+            reasons += [str(line) for line in image.get("lock_changes") or [] if isinstance(line, str)]
     if not found.bases and not found.apt:
         return []
     path = lock_path(workflow)
@@ -59,7 +65,11 @@ def record_lock_updates(run: RunOut, workflow: Path, console: Console) -> list[s
     changed = lock.merge(found)
     if changed:
         lock.save(path)
-        console.print(f"[dim]kiln: {path.name}: recorded {', '.join(changed)}[/dim]", highlight=False)
+        for entry_id in changed:
+            prefixes = (f"{entry_id}: ", f"{entry_id} (apt): ")
+            why = next((r[len(p) :] for r in reasons for p in prefixes if r.startswith(p)), None)
+            said = f": {why}" if why else ""
+            console.print(f"[dim]kiln: {path.name}: recorded {entry_id}{said}[/dim]", highlight=False)
     return changed
 
 

@@ -150,8 +150,13 @@ def _busybox(cache: LayerCache) -> BasePlan:
 def _debian(ref: BaseRef, lock: Lock, cache: LayerCache, log: Callable[[str], None]) -> BasePlan:
     entry = lock.base(ref.text)
     if entry is None or entry.get("architecture") != debian_architecture():
+        why = (
+            "no entry in kiln.lock"
+            if entry is None
+            else f"kiln.lock's entry is for {entry.get('architecture')}, not {debian_architecture()}"
+        )
         entry = inrelease_digest(ref.name)
-        lock.set_base(ref.text, entry, "resolved (no entry for this machine's architecture in kiln.lock)")
+        lock.set_base(ref.text, entry, f"resolved ({why})")
     tool = f"mmdebstrap {_mmdebstrap_version()}"
     step = {"kind": "debian", "suite": ref.name, "variant": "minbase", "tool": tool}
     document = layer_document(parent=None, step=step, lock=entry)
@@ -356,8 +361,14 @@ def _docker_entry(ref: BaseRef) -> dict[str, Any]:
 def _docker(ref: BaseRef, lock: Lock, cache: LayerCache) -> BasePlan:
     entry = lock.base(ref.text)
     if entry is None or (ref.digest and entry.get("digest") != ref.digest) or "diff_ids" not in entry:
+        if entry is None:
+            why = "no entry in kiln.lock"
+        elif ref.digest and entry.get("digest") != ref.digest:
+            why = f"kiln.lock had {entry.get('digest')}, not the digest the reference names"
+        else:
+            why = "kiln.lock's entry lacks the image's layers"
         entry = _docker_entry(ref)
-        lock.set_base(ref.text, entry, f"resolved to {entry['digest']}")
+        lock.set_base(ref.text, entry, f"resolved to {entry['digest']} ({why})")
     env = tuple(tuple(item.split("=", 1)) for item in entry.get("env", []) if "=" in item)
     config = ImageConfig(env, str(entry.get("workdir", "")), str(entry.get("architecture", "amd64")))  # type: ignore[arg-type]
     fetched: dict[str, Path] = {}

@@ -211,12 +211,15 @@ class ImageBuilder:
         state = _State()
         chain = image_chain(images, name)
         root = images[chain[0]].base
+        before = len(self.lock.changes)
         try:
             plan = plan_base(
                 root, self.lock, self.site.cache, self.site.source, self.site.log, offline=self.offline
             )
         except LookupError as missing:
             raise NotBuilt(str(missing)) from missing
+        for change in self.lock.changes[before:]:  # a base missing from the lock, resolved now
+            self.site.log(f"kiln: kiln.lock: {change}")
         try:
             for layer in plan.layers:
                 self._layer(state, chain[0], layer.label, layer.document, layer.make)
@@ -321,9 +324,14 @@ class ImageBuilder:
         if entry is None and self.offline:
             raise NotBuilt(f"{label}: no versions in kiln.lock")
         if entry is None:
-            entry = self._resolve_apt(
-                image, index, label, packages, env, lowers, why="resolved (no entry in kiln.lock)"
+            recorded = self.lock.apt.get(self.lock.apt_id(image, index))
+            why = (
+                "resolved (no entry in kiln.lock)"
+                if recorded is None
+                else "resolved again (kiln.lock has versions for other packages: "
+                f"{' '.join(sorted(recorded.get('packages', [])))})"
             )
+            entry = self._resolve_apt(image, index, label, packages, env, lowers, why=why)
         for attempt in range(2):
             versions: dict[str, str] = dict(entry["versions"])
             canonical = {

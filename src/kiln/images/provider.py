@@ -95,8 +95,9 @@ class ImageProvider:
         if isinstance(exc, StepFailed):
             failure["output"] = exc.output[-4000:]
         report = {"name": plan.image, "failure": failure}
-        if plan.lock.changes:
+        if plan.lock.changes:  # what was resolved before the failure is still worth keeping
             report["lock"] = plan.lock.to_json()
+            report["lock_changes"] = list(plan.lock.changes)
         # The job ends with the build's error either way; a report that cannot be sent must not hide it.
         with contextlib.suppress(KilnError):
             self._client.report_image(lease.attempt_id, lease.lease_token, plan.image, "")

@@ -94,23 +94,77 @@ def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, regist
     assert run.code == 0 and "built-on-v2" in run.stderr
 
 
-def test_a_run_resolves_a_base_missing_from_the_lock_and_records_it(
+def test_a_run_resolves_a_base_the_lock_lacks_and_records_it_saying_so(
     kiln, tmp_path: Path, registry: Registry
 ) -> None:
     versions = tmp_path / "versions"
     versions.mkdir()
     (versions / "kiln.yml").write_text(VERSIONS)
     layout = tmp_path / "layout"
-    assert kiln("images", "export", "v1", str(layout), "-f", str(versions / "kiln.yml")).code == 0
+    for tag in ("v1", "v2"):
+        assert kiln("images", "export", tag, str(layout), "-f", str(versions / "kiln.yml")).code == 0
     name = f"test/unlocked-{uuid.uuid4().hex[:8]}"
     registry.push(layout, "v1", name, "1")
+    registry.push(layout, "v2", name, "2")
     app = tmp_path / "app"
     app.mkdir()
     workflow = app / "kiln.yml"
+
+    # No kiln.lock at all: the run resolves the tag, writes the lock and says why.
     workflow.write_text(APP.format(base=registry.ref(name, "1")))
     result = kiln("run", str(workflow), "--json")
     assert result.code == 0, result.stderr
-    assert result.summary["jobs"][0]["image"]["lock_changes"]
-    assert "kiln.lock: recorded" in result.stderr
+    first = registry.digest(name, "1")
+    (change,) = result.summary["jobs"][0]["image"]["lock_changes"]
+    assert change == f"{registry.ref(name, '1')}: resolved to {first} (no entry in kiln.lock)"
+    assert f"kiln.lock: recorded {registry.ref(name, '1')}: resolved to {first}" in result.stderr
     lock = json.loads((app / "kiln.lock").read_text())
-    assert lock["bases"][registry.ref(name, "1")]["digest"] == registry.digest(name, "1")
+    assert lock["bases"][registry.ref(name, "1")]["digest"] == first
+    assert "built-on-v1" in result.stderr
+
+    # The workflow now names another tag: its entry is resolved and added, the build follows it.
+    workflow.write_text(APP.format(base=registry.ref(name, "2")))
+    moved = kiln("run", str(workflow), "--json")
+    assert moved.code == 0, moved.stderr
+    second = registry.digest(name, "2")
+    assert f"kiln.lock: recorded {registry.ref(name, '2')}: resolved to {second}" in moved.stderr
+    assert "built-on-v2" in moved.stderr
+    lock = json.loads((app / "kiln.lock").read_text())
+    assert lock["bases"][registry.ref(name, "2")]["digest"] == second
+
+    # With both in the lock, a run resolves nothing and writes nothing.
+    again = kiln("run", str(workflow), "--json")
+    assert again.code == 0, again.stderr
+    assert again.summary["jobs"][0]["image"]["lock_changes"] == []
+    assert "kiln.lock: recorded" not in again.stderr
+
+
+def test_a_locked_digest_gone_from_the_registry_is_resolved_again_and_said(
+    kiln, tmp_path: Path, registry: Registry
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "kiln.yml").write_text(VERSIONS)
+    layout = tmp_path / "layout"
+    for tag in ("v1", "v2"):
+        assert kiln("images", "export", tag, str(layout), "-f", str(versions / "kiln.yml")).code == 0
+    name = f"test/gone-{uuid.uuid4().hex[:8]}"
+    registry.push(layout, "v1", name, "stable")
+    app = tmp_path / "app"
+    app.mkdir()
+    workflow = app / "kiln.yml"
+    workflow.write_text(APP.format(base=registry.ref(name, "stable")))
+    assert kiln("images", "lock", "-f", str(workflow)).code == 0
+    locked = registry.digest(name, "stable")
+
+    registry.push(layout, "v2", name, "stable")
+    registry.delete(name, locked)  # the locked image is gone; the tag names another one now
+    # A machine that never built it must fetch the locked digest, and cannot.
+    fresh = kiln("run", str(workflow), "--json", env={"KILN_HOME": str(tmp_path / "fresh-home")})
+    assert fresh.code == 0, fresh.stderr
+    now = registry.digest(name, "stable")
+    why = "the locked digest is gone from the registry; resolved again"
+    assert f"kiln.lock: recorded {registry.ref(name, 'stable')}: {why}" in fresh.stderr
+    assert "built-on-v2" in fresh.stderr
+    lock = json.loads((app / "kiln.lock").read_text())
+    assert lock["bases"][registry.ref(name, "stable")]["digest"] == now != locked
