@@ -37,7 +37,9 @@ from kiln.images.oci import SOURCE_DATE_EPOCH, ImageConfig, hex_of
 from kiln.images.resolve import (
     debian_architecture,
     inrelease_digest,
+    not_in_registry,
     oci_manifest_digest,
+    registry_call,
     registry_digest,
     run_tool,
     tls_flag,
@@ -339,10 +341,10 @@ def _oci_archive(ref: BaseRef, source: Path, cache: LayerCache) -> BasePlan:
 def _docker_entry(ref: BaseRef) -> dict[str, Any]:
     """Resolve a registry base: its manifest digest now, and that image's diff_ids and settings."""
     digest = registry_digest(ref)
-    raw = run_tool(
+    raw = registry_call(
         ["skopeo", "inspect", "--config", *tls_flag(ref.host), f"docker://{ref.host}/{ref.name}@{digest}"],
+        ref,
         what=f"read the config of {ref.text}",
-        timeout_s=120,
     )
     try:
         config_doc = json.loads(raw)
@@ -391,8 +393,12 @@ def _docker(ref: BaseRef, lock: Lock, cache: LayerCache) -> BasePlan:
                     what=f"fetch {ref.text} ({entry['digest']})",
                 )
             except ImageSourceUnavailable as exc:
-                if ref.digest or "manifest unknown" not in exc.message.lower():
+                if not not_in_registry(exc):
                     raise
+                if ref.digest:  # pinned in the workflow itself: nothing to resolve again
+                    raise ImageBuildFailed(
+                        f"base {ref.text}: the registry at {ref.host} no longer has this digest"
+                    ) from exc
                 current = _docker_entry(ref)
                 raise StaleLockEntry(
                     ref.text, current, "the locked digest is gone from the registry; resolved again"

@@ -26,7 +26,9 @@ __all__ = [
     "debian_architecture",
     "inrelease_digest",
     "insecure_registry",
+    "not_in_registry",
     "oci_manifest_digest",
+    "registry_call",
     "registry_digest",
     "run_tool",
 ]
@@ -94,21 +96,55 @@ def tls_flag(host: str, option: str = "--tls-verify") -> list[str]:
     return [f"{option}=false"] if insecure_registry(host) else []
 
 
+#: What a registry answers (through skopeo) for a repository, tag or digest it does not have.
+_NOT_IN_REGISTRY = ("manifest unknown", "name unknown")
+
+
+def not_in_registry(exc: ImageSourceUnavailable) -> str | None:
+    """What the registry said if a call failed because it lacks the image (not reachability)."""
+    return next((marker for marker in _NOT_IN_REGISTRY if marker in exc.message.lower()), None)
+
+
+def registry_call(argv: list[str], ref: BaseRef, *, what: str, timeout_s: float = _TIMEOUT_S * 2) -> str:
+    """Run a skopeo command against the registry of ``ref``.
+
+    Raises
+    ------
+    ImageBuildFailed
+        The registry answered that it has no such image, tag or digest: the workflow names
+        something that does not exist (the user's to fix, exit 1).
+    ImageSourceUnavailable
+        The registry cannot be reached or failed otherwise (exit 3).
+    """
+    try:
+        return run_tool(argv, what=what, timeout_s=timeout_s)
+    except ImageSourceUnavailable as exc:
+        said = not_in_registry(exc)
+        if said:
+            raise ImageBuildFailed(
+                f"base {ref.text}: the registry at {ref.host} has no such image, tag or digest "
+                f"(it answered `{said}`)"
+            ) from exc
+        raise
+
+
 def registry_digest(ref: BaseRef) -> str:
     """The manifest digest the tag of a ``docker://`` base names now (``skopeo inspect``).
 
     Raises
     ------
+    ImageBuildFailed
+        The registry has no such image or tag.
     ImageSourceUnavailable
-        The registry cannot be reached, or has no such image or tag.
+        The registry cannot be reached.
     """
     if ref.digest:
         return ref.digest
     target = f"docker://{ref.host}/{ref.name}:{ref.tag}"
-    digest = run_tool(
+    digest = registry_call(
         ["skopeo", "inspect", "--format", "{{.Digest}}", *tls_flag(ref.host), "--retry-times", "2", target],
-        what=f"resolve {ref.text} (is the registry at {ref.host} reachable, and the tag there?)",
-        timeout_s=_TIMEOUT_S * 2,
+        ref,
+        what=f"resolve {ref.text} (is the registry at {ref.host} reachable?)",
     ).strip()
     if not digest.startswith("sha256:"):
         raise ImageSourceUnavailable(f"cannot resolve {ref.text}: skopeo answered {digest!r}")

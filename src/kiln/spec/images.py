@@ -431,7 +431,7 @@ def image_reference_problems(images: object) -> list[tuple[Loc, str]]:
         if parent is None:
             continue
         if parent not in images:
-            guess = nearest(parent, [str(n) for n in images])
+            guess = nearest(parent, [str(n) for n in images] + ["busybox"])  # `busybx` is a typo too
             hint = (
                 f"did you mean `{guess}`?"
                 if guess

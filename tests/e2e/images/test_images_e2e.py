@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.fixtures.registry import Registry
 
 pytestmark = pytest.mark.sandbox
 
@@ -75,6 +76,22 @@ def test_an_unreachable_registry_is_an_infrastructure_error(kiln, project) -> No
     job = result.summary["jobs"][0]
     assert job["status"] == "error"
     assert "is the registry at 127.0.0.1:9 reachable" in job["error"]
+
+
+def test_an_image_the_registry_does_not_have_is_the_users_error(kiln, project, registry: Registry) -> None:
+    workflow = WORKFLOW.replace("from: busybox", f"from: {registry.ref('nothing/here', '1')}")
+    result = kiln("run", str(_project(project, workflow)), "--json")
+    assert result.code == 1, result.stderr
+    job = result.summary["jobs"][0]
+    assert job["status"] == "error" and job["image"]["failure"]["kind"] == "user"
+    assert f"the registry at {registry.host} has no such image" in job["error"]
+
+
+def test_an_unknown_base_is_a_workflow_error_before_anything_runs(kiln, project) -> None:
+    workflow = WORKFLOW.replace("from: busybox", "from: busybx")
+    result = kiln("run", str(_project(project, workflow)), "--json")
+    assert result.code == 2, result.stderr
+    assert "images.tools.from: unknown base `busybx`; did you mean `busybox`?" in result.stderr
 
 
 def test_an_exported_image_is_read_by_skopeo_and_umoci_and_runs_the_jobs_command(

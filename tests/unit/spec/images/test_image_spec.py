@@ -94,6 +94,11 @@ def test_an_unknown_base_name_suggests_the_nearest_image() -> None:
     )
 
 
+def test_a_misspelt_busybox_base_suggests_busybox() -> None:
+    problem = only_problem(_images("  tc:\n    from: busybx\n"))
+    assert problem.message == "images.tc.from: unknown base `busybx`; did you mean `busybox`?"
+
+
 def test_images_building_on_each_other_in_a_cycle_are_refused() -> None:
     problem = only_problem(_images("  tc:\n    from: a\n  a:\n    from: tc\n"))
     assert "cycle: tc → a → tc" in problem.message
