@@ -49,7 +49,8 @@ def _build(kiln, workflow: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, registry: Registry) -> None:
+def _versions(kiln, tmp_path: Path) -> Path:
+    """An OCI layout with tags ``v1`` and ``v2`` (busybox plus a file naming the version)."""
     versions = tmp_path / "versions"
     versions.mkdir()
     (versions / "kiln.yml").write_text(VERSIONS)
@@ -57,14 +58,26 @@ def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, regist
     for tag in ("v1", "v2"):
         exported = kiln("images", "export", tag, str(layout), "-f", str(versions / "kiln.yml"))
         assert exported.code == 0, exported.stderr
+    return layout
+
+
+def _app(tmp_path: Path, base: str) -> Path:
+    """The app project on ``base``: its workflow file (kiln.lock goes beside it)."""
+    app = tmp_path / "app"
+    app.mkdir(exist_ok=True)
+    workflow = app / "kiln.yml"
+    workflow.write_text(APP.format(base=base))
+    return workflow
+
+
+def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, registry: Registry) -> None:
+    layout = _versions(kiln, tmp_path)
     name = f"test/base-{uuid.uuid4().hex[:8]}"
     registry.push(layout, "v1", name, "stable")
     first_digest = registry.digest(name, "stable")
 
-    app = tmp_path / "app"
-    app.mkdir()
-    workflow = app / "kiln.yml"
-    workflow.write_text(APP.format(base=registry.ref(name, "stable")))
+    workflow = _app(tmp_path, registry.ref(name, "stable"))
+    app = workflow.parent
     locked = kiln("images", "lock", "-f", str(workflow))
     assert locked.code == 0, locked.stderr
     lock = json.loads((app / "kiln.lock").read_text())
@@ -97,21 +110,14 @@ def test_a_moved_tag_is_used_only_after_lock_update(kiln, tmp_path: Path, regist
 def test_a_run_resolves_a_base_the_lock_lacks_and_records_it_saying_so(
     kiln, tmp_path: Path, registry: Registry
 ) -> None:
-    versions = tmp_path / "versions"
-    versions.mkdir()
-    (versions / "kiln.yml").write_text(VERSIONS)
-    layout = tmp_path / "layout"
-    for tag in ("v1", "v2"):
-        assert kiln("images", "export", tag, str(layout), "-f", str(versions / "kiln.yml")).code == 0
+    layout = _versions(kiln, tmp_path)
     name = f"test/unlocked-{uuid.uuid4().hex[:8]}"
     registry.push(layout, "v1", name, "1")
     registry.push(layout, "v2", name, "2")
-    app = tmp_path / "app"
-    app.mkdir()
-    workflow = app / "kiln.yml"
 
     # No kiln.lock at all: the run resolves the tag, writes the lock and says why.
-    workflow.write_text(APP.format(base=registry.ref(name, "1")))
+    workflow = _app(tmp_path, registry.ref(name, "1"))
+    app = workflow.parent
     result = kiln("run", str(workflow), "--json")
     assert result.code == 0, result.stderr
     first = registry.digest(name, "1")
@@ -142,18 +148,11 @@ def test_a_run_resolves_a_base_the_lock_lacks_and_records_it_saying_so(
 def test_a_locked_digest_gone_from_the_registry_is_resolved_again_and_said(
     kiln, tmp_path: Path, registry: Registry
 ) -> None:
-    versions = tmp_path / "versions"
-    versions.mkdir()
-    (versions / "kiln.yml").write_text(VERSIONS)
-    layout = tmp_path / "layout"
-    for tag in ("v1", "v2"):
-        assert kiln("images", "export", tag, str(layout), "-f", str(versions / "kiln.yml")).code == 0
+    layout = _versions(kiln, tmp_path)
     name = f"test/gone-{uuid.uuid4().hex[:8]}"
     registry.push(layout, "v1", name, "stable")
-    app = tmp_path / "app"
-    app.mkdir()
-    workflow = app / "kiln.yml"
-    workflow.write_text(APP.format(base=registry.ref(name, "stable")))
+    workflow = _app(tmp_path, registry.ref(name, "stable"))
+    app = workflow.parent
     assert kiln("images", "lock", "-f", str(workflow)).code == 0
     locked = registry.digest(name, "stable")
 
