@@ -252,9 +252,7 @@ class _SessionGrants:
         if answer.outcome == "prove" and answer.challenge is not None:
             # Another tenant's writer stored the blob first: our bytes were dropped, so prove them.
             body.proof = possession.prove_file(answer.challenge, self._path)
-            answer = self._client.complete_blob_upload(
-                self._attempt_id, self._token, self._session_id, body
-            )
+            answer = self._client.complete_blob_upload(self._attempt_id, self._token, self._session_id, body)
         return WriteOutcome(answer.outcome)
 
     def abort(self) -> None:
