@@ -293,7 +293,10 @@ def images_commands(exits: Callable[[Callable[..., Any]], Callable[..., Any]]) -
     @run_context_options
     @exits
     def lock(update: bool, workflow_file: Path, source: Path | None, **options: Any) -> None:
-        """Resolve registry tags and Debian suites (and apt versions) into kiln.lock."""
+        """Resolve registry tags and Debian suites (and apt versions) into kiln.lock.
+
+        Entries no image uses any more (a base the workflow no longer names) are removed.
+        """
         from kiln.images.bases import resolve_base
         from kiln.spec.images import parse_base
 
@@ -311,9 +314,17 @@ def images_commands(exits: Callable[[Callable[..., Any]], Callable[..., Any]]) -
             # apt versions are resolved in the image they install into: build up to there.
             for name in apt_images:
                 local.builder.build(images, name)
+            used_bases = {parse_base(image.from_).text for image in images.values()}
+            used_apt = {
+                Lock.apt_id(name, index)
+                for name, image in images.items()
+                for index, step in enumerate(image.steps)
+                if step.apt is not None
+            }
+            local.lock.prune(used_bases, used_apt)
             if not local.lock.changes and not local.lock_file.exists():
                 local.lock.save(local.lock_file)
             local.save_lock()
-        click.echo(f"{local.lock_file}: {len(local.lock.changes)} entries resolved")
+        click.echo(f"{local.lock_file}: {len(local.lock.changes)} entries changed")
 
     return group

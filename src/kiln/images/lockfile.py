@@ -114,6 +114,22 @@ class Lock:
             self.apt[key] = entry
             self.changes.append(f"{key} (apt): {why}")
 
+    def prune(self, bases: set[str], apt_ids: set[str]) -> list[str]:
+        """Drop the entries no base text in ``bases`` and no apt step in ``apt_ids`` uses any more.
+
+        A workflow whose ``from:`` now names another tag, or whose apt step moved, leaves its old
+        entry behind; :command:`kiln images lock` calls this so the file says only what is used.
+        Returns the ids removed (each also a line in ``changes``).
+        """
+        removed = [k for k in self.bases if k not in bases] + [k for k in self.apt if k not in apt_ids]
+        for key in removed:
+            if self.bases.pop(key, None) is not None:
+                self.changes.append(f"{key}: removed (no image uses it)")
+            else:
+                del self.apt[key]
+                self.changes.append(f"{key} (apt): removed (no apt step there)")
+        return removed
+
     def subset(self, bases: list[str], images: list[str]) -> Lock:
         """The entries the given base texts and images use (what a job's image plan carries)."""
         prefixes = tuple(f"{name}/" for name in images)

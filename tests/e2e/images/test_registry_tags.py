@@ -144,6 +144,12 @@ def test_a_run_resolves_a_base_the_lock_lacks_and_records_it_saying_so(
     assert again.summary["jobs"][0]["image"]["lock_changes"] == []
     assert "kiln.lock: recorded" not in again.stderr
 
+    # The entry of the tag the workflow no longer names goes with `kiln images lock`.
+    pruned = kiln("images", "lock", "-f", str(workflow))
+    assert pruned.code == 0, pruned.stderr
+    assert f"kiln.lock: {registry.ref(name, '1')}: removed (no image uses it)" in pruned.stderr
+    assert list(json.loads((app / "kiln.lock").read_text())["bases"]) == [registry.ref(name, "2")]
+
 
 def test_a_locked_digest_gone_from_the_registry_is_resolved_again_and_said(
     kiln, tmp_path: Path, registry: Registry

@@ -59,3 +59,17 @@ def test_a_plan_carries_only_the_entries_its_images_use() -> None:
     )
     subset = lock.subset(["debian:bookworm"], ["tools"])
     assert (list(subset.bases), list(subset.apt)) == (["debian:bookworm"], ["tools/0"])
+
+
+def test_pruning_drops_the_entries_nothing_uses_and_says_so() -> None:
+    lock = Lock(
+        bases={"docker://127.0.0.1:5000/base:1": {}, "docker://127.0.0.1:5000/base:2": {}},
+        apt={"tools/0": {}, "tools/3": {}},
+    )
+    removed = lock.prune({"docker://127.0.0.1:5000/base:2"}, {"tools/0"})
+    assert removed == ["docker://127.0.0.1:5000/base:1", "tools/3"]
+    assert (list(lock.bases), list(lock.apt)) == (["docker://127.0.0.1:5000/base:2"], ["tools/0"])
+    assert lock.changes == [
+        "docker://127.0.0.1:5000/base:1: removed (no image uses it)",
+        "tools/3 (apt): removed (no apt step there)",
+    ]
