@@ -135,12 +135,6 @@ class ArtifactService:
                 return Artifact.model_validate(data)
         raise UsageError(f"job {job.name!r} declares no artifact named {name!r}")
 
-    @staticmethod
-    def _holds(session: Session, attempt: _Attempt, digest: str) -> bool:
-        """Whether the attempt's tenant holds the blob: uploaded, proven, or committed before."""
-        scope = uploads.attempt_scope(session, attempt.attempt_id)
-        return uploads.tenant_may_read(session, tenant_id=scope.tenant_id, digest=digest)
-
     def _own(self, session: Session, attempt: _Attempt, artifact_id: str) -> EntryRecord:
         entry = entries.get(session, artifact_id)
         if entry.kind != KIND or entry.producer_attempt_id != attempt.attempt_id:
@@ -209,9 +203,8 @@ class ArtifactService:
                 )
                 # Only a blob the tenant holds already may be skipped: one that only another tenant
                 # stored goes through the upload, which asks for a proof of possession.
-                upload_needed = not (
-                    self._holds(session, attempt, body.digest) and self._blobs.exists(body.digest)
-                )
+                holds = uploads.attempt_holds(session, attempt.attempt_id, body.digest)
+                upload_needed = not (holds and self._blobs.exists(body.digest))
         out = artifact_out(entry)
         return out.model_copy(update={"upload_needed": upload_needed})
 
@@ -245,7 +238,7 @@ class ArtifactService:
         with self._attempt(attempt_id, lease_token) as (session, attempt):
             entry = self._own(session, attempt, artifact_id)
             next_state(ArtifactState(entry.status), ArtifactEvent.COMMIT)
-            if not self._holds(session, attempt, body.digest):
+            if not uploads.attempt_holds(session, attempt.attempt_id, body.digest):
                 # A digest is not the bytes: whoever learned one must not commit, then read, the blob.
                 raise Conflict(
                     f"blob {body.digest} of artifact {artifact_id} was not uploaded (or proven) by "

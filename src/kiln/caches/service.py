@@ -45,7 +45,7 @@ from kiln.errors import (
     StorageUnavailable,
     UsageError,
 )
-from kiln.metadata import cache_lookups, entries, jobs, leases, runs
+from kiln.metadata import cache_lookups, entries, jobs, leases, runs, uploads
 from kiln.metadata.db import Database
 from kiln.metadata.entries import EntryRecord
 from kiln.scheduler.attempt_states import AttemptState
@@ -315,6 +315,12 @@ class CacheService:
             raise IntegrityError(f"blob {body.digest} holds {stored} bytes, not {body.size_bytes}")
         with self._attempt(attempt_id, lease_token) as (session, attempt):
             self._own_entry(session, attempt, entry_id)
+            if not uploads.attempt_holds(session, attempt_id, body.digest):
+                # A digest is not the bytes: whoever learned one must not commit, then read, the blob.
+                raise Conflict(
+                    f"blob {body.digest} of cache entry {entry_id} was not uploaded (or proven) "
+                    "by this tenant"
+                )
             result = entries.commit(
                 session,
                 entry_id,

@@ -35,6 +35,7 @@ __all__ = [
     "AttemptScope",
     "UploadSessionRecord",
     "abandon",
+    "attempt_holds",
     "attempt_scope",
     "digest_is_referenced",
     "expired_sessions",
@@ -355,6 +356,17 @@ def digest_is_referenced(
         .limit(1)
     )
     return any(session.scalar(query) is not None for query in (in_entries, in_runs, in_sessions))
+
+
+def attempt_holds(session: Session, attempt_id: str, digest: str) -> bool:
+    """Whether the tenant of an attempt holds the blob (:func:`tenant_may_read`).
+
+    Every commit of an entry (cache, artifact, layer) asks this first: an entry that names a blob
+    its tenant never uploaded nor proved would open that blob, which may be another tenant's, to
+    whoever merely learned its digest.
+    """
+    scope = attempt_scope(session, attempt_id)
+    return tenant_may_read(session, tenant_id=scope.tenant_id, digest=digest)
 
 
 def tenant_may_read(session: Session, *, tenant_id: int, digest: str) -> bool:

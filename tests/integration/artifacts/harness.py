@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.seaweedfs import SeaweedFS
+from tests.fixtures.uploads import upload_as as upload_through_session
 from tests.integration.caches.harness import Harness, context
 
-from kiln.api.blob_sessions import BlobSessions
 from kiln.api.models import SubmitIn
 from kiln.artifacts.phase import ArtifactsPhase
 from kiln.cli.summary import run_summary
@@ -25,28 +25,15 @@ from kiln.runner import ControlPlaneClient, JobExecutor
 from kiln.runner.executor import JobResult
 from kiln.scheduler import LeasedJob
 from kiln.source import snapshot_source
-from kiln.storage import BlobStore, possession
-from kiln.storage.digests import BLOB_DIR, digest_bytes, digest_to_hex
+from kiln.storage import BlobStore
+from kiln.storage.digests import BLOB_DIR, digest_to_hex
 
 __all__ = ["ArtifactKiln", "upload_as"]
 
 
 def upload_as(db: Database, blobs: BlobStore, job: LeasedJob, data: bytes) -> tuple[str, int]:
-    """Store ``data`` as the job's runner would: through an upload session of the job's tenant.
-
-    A blob another tenant stored already is proven instead of sent (kiln.storage.possession).
-    Returns ``(digest, size)``.
-    """
-    digest = digest_bytes(data)
-    sessions = BlobSessions(db, blobs)
-    started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None)
-    if started.challenge is not None:
-        proof = possession.prove_chunks(started.challenge, [data])
-        started = sessions.start(job.attempt_id, job.lease_token, digest, len(data), None, proof=proof)
-    if started.session is not None:
-        blobs.put(digest, data, len(data))
-        sessions.complete(job.attempt_id, job.lease_token, started.session.session_id, None, existed=False)
-    return digest, len(data)
+    """Store ``data`` as the job's runner would (:func:`tests.fixtures.uploads.upload_as`)."""
+    return upload_through_session(db, blobs, job.attempt_id, job.lease_token, data)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from tests.fixtures.uploads import upload_as
 
 from kiln.caches import wire
 from kiln.caches.archive import pack_cache
@@ -24,7 +25,7 @@ from kiln.caches.keys import KilnInputs, key_document, key_of, version_of
 from kiln.caches.manifest import CacheRoot, scan_roots
 from kiln.caches.secretscan import SecretScanner
 from kiln.caches.service import CacheService
-from kiln.errors import LeaseLost, NotFound, UsageError
+from kiln.errors import Conflict, LeaseLost, NotFound, UsageError
 from kiln.metadata.db import Database
 from kiln.scheduler import RunContext, Scheduler, TrustTier
 from kiln.storage import open_blob_store
@@ -70,7 +71,7 @@ class World:
     def attempt(self, tier: TrustTier = TrustTier.PROTECTED, job: dict | None = None, **context) -> Attempt:
         fields = {**CONTEXTS[tier], **context}
         run = self.scheduler.submit_run(
-            RunContext(tenant="acme", repo="web", **fields),
+            RunContext(**{"tenant": "acme", "repo": "web", **fields}),
             workflow_name="ci",
             jobs=[("build", job or _job())],
             workflow_json={"name": "ci"},
@@ -123,7 +124,7 @@ class World:
             return {"exists": "lost-race", "unchanged": "unchanged"}[reserved.outcome]
         assert reserved.entry_id
         self.service.uploading(attempt.attempt_id, attempt.token, reserved.entry_id, _commit(info))
-        self.service._blobs.put(info.digest, archive, info.size)
+        upload_as(self.scheduler.db, self.service._blobs, attempt.attempt_id, attempt.token, archive)
         return self.service.commit(attempt.attempt_id, attempt.token, reserved.entry_id, _commit(info)).save
 
     def lookup(self, attempt: Attempt, request: wire.CacheKeyIn) -> wire.LookupResultOut:
@@ -401,3 +402,28 @@ def test_an_entry_expires_a_week_after_its_last_restore(database: Database, tmp_
     assert expire(8) == []
     assert [e.kind for e in expire(13.5)] == ["cache"]
     assert world.lookup(world.attempt(), request).restore == "miss"
+
+
+def test_a_cache_entry_cannot_name_a_blob_its_tenant_never_uploaded(world: World) -> None:
+    """Knowing another tenant's digest is not enough to commit a cache entry on it (then read it)."""
+    theirs = world.attempt(tenant="globex")
+    secret_bytes = b"globex's private dependency tree"
+    digest, size = upload_as(
+        world.scheduler.db, world.service._blobs, theirs.attempt_id, theirs.token, secret_bytes
+    )
+
+    ours = world.attempt()
+    request = world.request()
+    reserved = world.service.reserve(
+        ours.attempt_id,
+        ours.token,
+        wire.ReserveIn(
+            **request.model_dump(), content_digest="sha256:" + "1" * 64, unpacked_bytes=size, files=1
+        ),
+    )
+    assert reserved.outcome == "reserved" and reserved.entry_id
+    claimed = wire.CommitIn(digest=digest, size_bytes=size)
+    world.service.uploading(ours.attempt_id, ours.token, reserved.entry_id, claimed)
+    with pytest.raises(Conflict, match="not uploaded"):
+        world.service.commit(ours.attempt_id, ours.token, reserved.entry_id, claimed)
+    assert world.service.list_entries("acme").entries == []
