@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AttemptOut",
@@ -49,6 +49,14 @@ class RunContextIn(BaseModel):
     event: Literal["push", "pull_request"] = "push"
     base_ref: str | None = None
     is_fork: bool = False
+    # The pull request's number: required for a fork, whose caches live under it alone.
+    pull_request: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _fork_names_its_pull_request(self) -> RunContextIn:
+        if self.is_fork and self.pull_request is None:
+            raise ValueError("a fork pull request needs its number (pull_request): its caches live under it")
+        return self
 
 
 class SubmitIn(BaseModel):

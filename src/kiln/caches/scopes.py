@@ -5,8 +5,11 @@ runner says:
 
 - a push: ``branch:<ref>`` (``refs/heads/`` stripped);
 - a pull request from the same repository: ``pr:<ref>``;
-- a pull request from a fork: ``fork-pr:<ref>``: a namespace of its own, that no push and no
-  other kind of pull request ever reads. A fork that names its branch ``main`` writes to
+- a pull request from a fork: ``fork-pr:#<number>``: a namespace of that pull request alone, that
+  no push, no other pull request and no other fork ever reads (two forks that both push a branch
+  ``patch-1`` are two numbers). The API and the CLI require the number for a fork; a context
+  built without one (tools, tests) falls back to ``fork-pr:<ref>``, still apart from every
+  branch and same-repository pull request: a fork naming its branch ``main`` writes to
   ``fork-pr:main``, not ``branch:main``.
 
 A run writes to its own scope only. It reads its own scope, then its pull request's base branch,
@@ -50,7 +53,9 @@ def _branch(ref: str) -> str:
 
 def scope_of(ctx: RunContext) -> CacheScope:
     """The scope a run writes to and the scopes it reads, in order."""
-    if ctx.event == "pull_request":
+    if ctx.is_fork and ctx.pull_request is not None:
+        own = f"fork-pr:#{ctx.pull_request}"  # the PR itself, whatever its branch is called
+    elif ctx.event == "pull_request":
         own = f"{'fork-pr' if ctx.is_fork else 'pr'}:{normalise_ref(ctx.ref)}"
     else:
         own = _branch(ctx.ref)

@@ -41,7 +41,14 @@ def run_context_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--event", type=click.Choice(["push", "pull_request"]), default="push", show_default=True
         ),
         click.option("--base", "base_ref", default=None, help="Target branch of a pull request."),
-        click.option("--fork", is_flag=True, help="The pull request comes from a fork."),
+        click.option("--fork", is_flag=True, help="The pull request comes from a fork (needs --pr)."),
+        click.option(
+            "--pr",
+            "pull_request",
+            type=click.IntRange(min=1),
+            default=None,
+            help="The pull request's number; a fork's caches live under it alone.",
+        ),
         click.option(
             "--secret",
             "secrets",
@@ -68,6 +75,13 @@ def parse_secrets(values: tuple[str, ...]) -> dict[str, str]:
 def context_from_options(source: Path, options: dict[str, Any]) -> RunContextIn:
     if options["fork"] and options["event"] != "pull_request":
         raise click.BadParameter("--fork only makes sense with --event pull_request", param_hint="--fork")
+    if options["pull_request"] is not None and options["event"] != "pull_request":
+        raise click.BadParameter("--pr only makes sense with --event pull_request", param_hint="--pr")
+    if options["fork"] and options["pull_request"] is None:
+        raise click.BadParameter(
+            "a fork's pull request needs its number, --pr N: its caches are kept for that pull request alone",
+            param_hint="--fork",
+        )
     if options["base_ref"] and options["event"] != "pull_request":
         raise click.BadParameter("--base only makes sense with --event pull_request", param_hint="--base")
     return RunContextIn(
@@ -78,4 +92,5 @@ def context_from_options(source: Path, options: dict[str, Any]) -> RunContextIn:
         event=options["event"],
         base_ref=options["base_ref"],
         is_fork=options["fork"],
+        pull_request=options["pull_request"],
     )

@@ -101,6 +101,7 @@ class _Local:
 def _local(
     workflow_file: Path, source: Path | None, options: dict[str, Any], *, offline: bool = False
 ) -> Iterator[_Local]:
+    from kiln.api.contexts import run_context
     from kiln.api.plane import open_control_plane
     from kiln.cli.context import context_from_options
     from kiln.images.builder import ImageBuilder
@@ -109,22 +110,13 @@ def _local(
     from kiln.images.steps import BuildSite
     from kiln.runner.workspace import fresh_workspace
     from kiln.sandbox import probe
-    from kiln.scheduler.context import RunContext
     from kiln.source import snapshot_source
     from kiln.spec import load_workflow
 
     workflow = load_workflow(workflow_file)
     source = (source or workflow_file.resolve().parent).resolve()
     ctx = context_from_options(source, options)
-    run_ctx = RunContext(
-        tenant=ctx.tenant,
-        repo=ctx.repo,
-        ref=ctx.ref,
-        default_branch=ctx.default_branch,
-        event=ctx.event,
-        base_ref=ctx.base_ref,
-        is_fork=ctx.is_fork,
-    )
+    run_ctx = run_context(ctx)
     paths = config.Paths(config.kiln_home()).ensure()
     if not offline:
         probe(paths.runner / "sandbox")

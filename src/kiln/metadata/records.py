@@ -41,6 +41,7 @@ class NewRun:
     event: str
     base_ref: str | None
     is_fork: bool
+    pull_request: int | None
     protected_refs: tuple[str, ...]
     trust_tier: str
     status: str
@@ -85,6 +86,7 @@ class RunRecord:
     event: str
     base_ref: str | None
     is_fork: bool
+    pull_request: int | None
     protected_refs: tuple[str, ...]
     trust_tier: str
     status: str

@@ -109,6 +109,7 @@ def insert_run(session: Session, run: NewRun) -> None:
             event=run.event,
             base_ref=run.base_ref,
             is_fork=run.is_fork,
+            pull_request=run.pull_request,
             protected_refs=list(run.protected_refs),
             trust_tier=run.trust_tier,
             status=run.status,
@@ -149,6 +150,7 @@ _RUN_COLUMNS = (
     Run.started_at,
     Run.finished_at,
     Run.cancel_requested,
+    Run.pull_request,  # last: added by migration 0008
 )
 
 
@@ -200,6 +202,7 @@ def _run_record(row: Row[Any]) -> RunRecord:
         event=row[8],
         base_ref=row[9],
         is_fork=row[10],
+        pull_request=row[19],
         protected_refs=tuple(row[11]),
         trust_tier=row[12],
         status=row[13],

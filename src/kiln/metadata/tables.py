@@ -133,6 +133,7 @@ class Run(Base):
     event: Mapped[str] = mapped_column(String(20))  # "push" | "pull_request"
     base_ref: Mapped[str | None] = mapped_column(String(400))
     is_fork: Mapped[bool] = mapped_column(Boolean)
+    pull_request: Mapped[int | None] = mapped_column(Integer)  # migration 0008
     protected_refs: Mapped[list[str]]
     trust_tier: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))

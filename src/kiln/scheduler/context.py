@@ -30,13 +30,17 @@ class RunContext:
         For a pull request, the branch it targets.
     is_fork
         For a pull request, whether its head is in a fork.
+    pull_request
+        The pull request's number. A fork's caches live in a namespace of that number alone, so
+        two forks that push branches of the same name never read each other's entries.
     protected_refs
         Further protected branches besides the default one.
 
     Raises
     ------
     UsageError
-        An unknown event, a fork flag on a push, or an empty tenant, repository or ref.
+        An unknown event, a fork flag or pull request number on a push, or an empty tenant,
+        repository or ref.
     """
 
     tenant: str
@@ -46,6 +50,7 @@ class RunContext:
     event: str = "push"
     base_ref: str | None = None
     is_fork: bool = False
+    pull_request: int | None = None
     protected_refs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -56,6 +61,8 @@ class RunContext:
             raise UsageError(f"unknown event {self.event!r}: expected one of {', '.join(EVENTS)}")
         if self.is_fork and self.event != "pull_request":
             raise UsageError("is_fork applies to pull requests only")
+        if self.pull_request is not None and (self.event != "pull_request" or self.pull_request < 1):
+            raise UsageError("a pull request number is a positive number, on a pull_request event only")
         # Accept any sequence, keep a tuple: the dataclass is frozen and hashable.
         object.__setattr__(self, "protected_refs", tuple(self.protected_refs))
 

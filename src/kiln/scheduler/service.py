@@ -201,6 +201,7 @@ class Scheduler:
                     event=ctx.event,
                     base_ref=ctx.base_ref,
                     is_fork=ctx.is_fork,
+                    pull_request=ctx.pull_request,
                     protected_refs=ctx.protected_refs,
                     trust_tier=tier.value,
                     status=RunState.QUEUED,

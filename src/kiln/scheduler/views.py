@@ -191,6 +191,7 @@ def run_context_of(run: RunRecord) -> RunContext:
         event=run.event,
         base_ref=run.base_ref,
         is_fork=run.is_fork,
+        pull_request=run.pull_request,
         protected_refs=run.protected_refs,
     )
 

@@ -114,11 +114,11 @@ def test_edit_explain_list_and_remove(kiln, project) -> None:
 
 def test_a_fork_pr_cannot_poison_the_default_branch(kiln, project) -> None:
     workflow = project(WORKFLOW, FILES)
-    fork = ["--event", "pull_request", "--fork", "--ref", "main", "--base", "main"]
+    fork = ["--event", "pull_request", "--fork", "--pr", "7", "--ref", "main", "--base", "main"]
     poisoned = _caches(kiln("run", "--json", *fork, str(workflow)))
     assert poisoned["tree"]["save"] == "saved"
     again = _caches(kiln("run", "--json", *fork, str(workflow)))
-    assert again["tree"]["restore"] == "hit" and again["tree"]["matched_scope"] == "fork-pr:main"
+    assert again["tree"]["restore"] == "hit" and again["tree"]["matched_scope"] == "fork-pr:#7"
     default = _caches(kiln("run", "--json", "--ref", "main", str(workflow)))
     assert {n: c["restore"] for n, c in default.items()} == {"vendor": "miss", "cc": "miss", "tree": "miss"}
     explained = kiln("cache", "explain", "build", "tree")

@@ -40,6 +40,7 @@ CONTEXTS = {
         "event": "pull_request",
         "base_ref": "main",
         "is_fork": True,
+        "pull_request": 12,
     },
 }
 

@@ -30,7 +30,7 @@ def test_a_new_run_queues_its_first_job_and_holds_the_others(scheduler: Schedule
     [
         ({"ref": "feature"}, "branch"),
         ({"ref": "feature", "event": "pull_request", "base_ref": "main"}, "pull_request"),
-        ({"ref": "feature", "event": "pull_request", "is_fork": True}, "fork_pull_request"),
+        ({"ref": "f", "event": "pull_request", "is_fork": True, "pull_request": 3}, "fork_pull_request"),
         ({"ref": "release", "protected_refs": ("release",)}, "protected"),
     ],
 )

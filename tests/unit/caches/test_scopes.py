@@ -15,7 +15,7 @@ RUNS = {
     TrustTier.BRANCH: RunContext("t", "r", "feature"),
     TrustTier.PULL_REQUEST: RunContext("t", "r", "feature", event="pull_request", base_ref="main"),
     TrustTier.FORK_PULL_REQUEST: RunContext(
-        "t", "r", "patch-1", event="pull_request", base_ref="main", is_fork=True
+        "t", "r", "patch-1", event="pull_request", base_ref="main", is_fork=True, pull_request=12
     ),
 }
 
@@ -30,7 +30,7 @@ def test_scopes_and_their_read_order() -> None:
     assert scope_of(RUNS[TrustTier.PULL_REQUEST]).readable == ("pr:feature", "branch:main")
     pr_to_dev = RunContext("t", "r", "f", event="pull_request", base_ref="refs/heads/dev")
     assert scope_of(pr_to_dev).readable == ("pr:f", "branch:dev", "branch:main")
-    assert scope_of(RUNS[TrustTier.FORK_PULL_REQUEST]).own == "fork-pr:patch-1"
+    assert scope_of(RUNS[TrustTier.FORK_PULL_REQUEST]).own == "fork-pr:#12"
 
 
 @pytest.mark.parametrize(("writer", "reader"), list(itertools.product(RUNS, RUNS)), ids=lambda t: t.value)
@@ -58,10 +58,16 @@ def test_a_fork_named_like_the_default_branch_writes_to_its_own_namespace(fork_r
 
 def test_a_fork_pr_reads_its_own_scope_and_never_another_prs() -> None:
     fork = scope_of(RUNS[TrustTier.FORK_PULL_REQUEST])
-    other = scope_of(RunContext("t", "r", "patch-2", event="pull_request", base_ref="main", is_fork=True))
+    fork_pr = {"event": "pull_request", "base_ref": "main", "is_fork": True}
+    other = scope_of(RunContext("t", "r", "patch-2", **fork_pr, pull_request=13))
+    # Two forks that both push a branch called patch-1: two pull requests, two namespaces.
+    same_branch = scope_of(RunContext("t", "r", "patch-1", **fork_pr, pull_request=14))
+    later_push = scope_of(RunContext("t", "r", "patch-1-renamed", **fork_pr, pull_request=12))
     assert fork.may_read(fork.own, "fork_pull_request")
-    assert not other.may_read(fork.own, "fork_pull_request")
+    assert later_push.may_read(fork.own, "fork_pull_request")  # the same PR, whatever its branch
+    for stranger in (other, same_branch):
+        assert not stranger.may_read(fork.own, "fork_pull_request")
 
 
 def test_an_unknown_writer_tier_is_never_trusted() -> None:
-    assert not scope_of(RUNS[TrustTier.FORK_PULL_REQUEST]).may_read("fork-pr:patch-1", "root")
+    assert not scope_of(RUNS[TrustTier.FORK_PULL_REQUEST]).may_read("fork-pr:#12", "root")

@@ -46,6 +46,8 @@ def test_normalise_ref() -> None:
         ({"ref": ""}, "ref"),
         ({"event": "tag"}, "unknown event"),
         ({"is_fork": True}, "pull requests only"),
+        ({"pull_request": 4}, "pull_request event only"),
+        ({"event": "pull_request", "pull_request": 0}, "positive number"),
     ],
 )
 def test_invalid_contexts(kwargs: dict[str, object], message: str) -> None:

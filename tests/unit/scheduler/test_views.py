@@ -21,6 +21,7 @@ def _run() -> RunRecord:
         event="push",
         base_ref=None,
         is_fork=False,
+        pull_request=None,
         protected_refs=("release",),
         trust_tier="protected",
         status="running",

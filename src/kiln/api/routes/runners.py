@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header, Response
 
 from kiln.api.auth import Principal, current_principal
+from kiln.api.contexts import context_in
 from kiln.api.models import (
     CompleteIn,
     HeartbeatOut,
@@ -20,7 +21,6 @@ from kiln.api.models import (
     ReleaseIn,
     ReportIn,
     ReportSection,
-    RunContextIn,
     StepFinishIn,
     StepStartIn,
 )
@@ -61,15 +61,7 @@ def lease(
         workflow_env=job.workflow_env,
         workflow_name=job.workflow_name,
         source_digest=job.source_digest,
-        context=RunContextIn(
-            tenant=ctx.tenant,
-            repo=ctx.repo,
-            ref=ctx.ref,
-            default_branch=ctx.default_branch,
-            event=ctx.event,  # type: ignore[arg-type]
-            base_ref=ctx.base_ref,
-            is_fork=ctx.is_fork,
-        ),
+        context=context_in(ctx),
         trust_tier=job.trust_tier,
         secrets=secrets or {},
         secrets_lost=secrets is None,

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends
 
 from kiln.api.access import AccessService
 from kiln.api.auth import Principal, current_principal, tenant_filter
+from kiln.api.contexts import run_context
 from kiln.api.models import LogLineOut, LogsOut, RunOut, RunSummaryOut, SubmitIn
 from kiln.api.plane import ControlPlane
 from kiln.api.routes.deps import plane
 from kiln.errors import NotFound
 from kiln.images.plan import with_image_plan
-from kiln.scheduler import RunContext
 from kiln.spec import parse_workflow
 
 router = APIRouter(tags=["runs"])
@@ -33,15 +33,7 @@ def submit(
     ):
         raise NotFound(f"source {body.source_digest} was not uploaded; PUT it to /v1/sources first")
     view = cp.scheduler.submit_run(
-        RunContext(
-            tenant=ctx.tenant,
-            repo=ctx.repo,
-            ref=ctx.ref,
-            default_branch=ctx.default_branch,
-            event=ctx.event,
-            base_ref=ctx.base_ref,
-            is_fork=ctx.is_fork,
-        ),
+        run_context(ctx),
         workflow_name=workflow.name,
         jobs=[(name, with_image_plan(workflow, job, body.lock)) for name, job in workflow.jobs.items()],
         workflow_json=workflow.model_dump(mode="json"),
