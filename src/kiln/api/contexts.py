@@ -14,27 +14,10 @@ __all__ = ["context_in", "run_context"]
 
 def run_context(ctx: RunContextIn) -> RunContext:
     """The scheduler's context of a submitted one (its checks raise UsageError)."""
-    return RunContext(
-        tenant=ctx.tenant,
-        repo=ctx.repo,
-        ref=ctx.ref,
-        default_branch=ctx.default_branch,
-        event=ctx.event,
-        base_ref=ctx.base_ref,
-        is_fork=ctx.is_fork,
-        pull_request=ctx.pull_request,
-    )
+    return RunContext(**ctx.model_dump())  # the same field names, on purpose
 
 
 def context_in(ctx: RunContext) -> RunContextIn:
     """The wire form of a run's context, as a runner receives it with a lease."""
-    return RunContextIn.model_construct(  # stored contexts were validated when they were submitted
-        tenant=ctx.tenant,
-        repo=ctx.repo,
-        ref=ctx.ref,
-        default_branch=ctx.default_branch,
-        event=ctx.event,
-        base_ref=ctx.base_ref,
-        is_fork=ctx.is_fork,
-        pull_request=ctx.pull_request,
-    )
+    # Stored contexts were validated when they were submitted (and older runs predate some checks).
+    return RunContextIn.model_construct(**{name: getattr(ctx, name) for name in RunContextIn.model_fields})
