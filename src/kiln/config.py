@@ -11,9 +11,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln.errors import UsageError
+from kiln.spec.units import parse_size
 from kiln.storage.policy import BlobPolicy
 
-__all__ = ["Paths", "blob_policy", "database_url", "kiln_home", "storage_url"]
+__all__ = [
+    "DEFAULT_CACHE_QUOTA",
+    "Paths",
+    "blob_policy",
+    "cache_quota_bytes",
+    "database_url",
+    "kiln_home",
+    "storage_url",
+]
 
 
 def kiln_home() -> Path:
@@ -58,3 +68,21 @@ def blob_policy() -> BlobPolicy:
     ``KILN_BLOB_GRACE_S``, ``KILN_ABANDONED_UPLOAD_S``, ``KILN_UPLOAD_SESSION_RETENTION_S``,
     ``KILN_GC_INTERVAL_S`` (seconds; unset means the default)."""
     return BlobPolicy.from_env(os.environ)
+
+
+# Like GitHub Actions' 10 GB per repository: enough for a few toolchains' dependency and compiler
+# caches, small enough that a repository that saves a new tree on every push cannot fill a bucket.
+DEFAULT_CACHE_QUOTA = "10g"
+
+
+def cache_quota_bytes() -> int | None:
+    """The committed cache bytes each repository may keep: ``KILN_CACHE_QUOTA`` (a size like
+    ``10g`` or ``500m``; ``none`` for no quota; unset means 10 GiB). Beyond it the janitor evicts
+    the least recently used entries."""
+    raw = os.environ.get("KILN_CACHE_QUOTA", "").strip() or DEFAULT_CACHE_QUOTA
+    if raw.lower() == "none":
+        return None
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise UsageError(f"KILN_CACHE_QUOTA={raw!r}: {exc}") from None

@@ -55,10 +55,12 @@ class GcReport:
                         "digest": e.digest,
                         "size_bytes": e.size_bytes,
                         "expires_at": e.expires_at.isoformat() if e.expires_at else None,
+                        "reason": e.reason,
                     }
                     for e in self.expiry.expired
                 ],
             },
+            "evicted_over_quota": self.expiry.over_quota,
             "storage": self.storage.as_dict(),
         }
 
@@ -70,6 +72,7 @@ def collect_garbage(
     *,
     now: datetime | None = None,
     dry_run: bool = False,
+    cache_quota_bytes: int | None = None,
 ) -> GcReport:
     """Expire entries past their retention, then collect storage garbage; return what was done.
 
@@ -83,9 +86,11 @@ def collect_garbage(
         The current time, timezone-aware (tests move it forward instead of waiting).
     dry_run
         Report only; change nothing.
+    cache_quota_bytes
+        Each repository's cache quota: beyond it the least recently used entries are evicted.
     """
     now = now or datetime.now(UTC)
-    expiry = expire_entries(db, now=now, dry_run=dry_run)
+    expiry = expire_entries(db, now=now, dry_run=dry_run, cache_quota_bytes=cache_quota_bytes)
     storage = collect_storage_garbage(db, store, policy, now=now, dry_run=dry_run)
     report = GcReport(expiry, storage)
     logger.info(
@@ -106,7 +111,9 @@ class GarbageCollector(StorageJanitor):
     """
 
     last_gc: GcReport | None = None
+    cache_quota_bytes: int | None = None  # set by the server from KILN_CACHE_QUOTA
 
     def collect(self) -> StorageReport:
-        self.last_gc = collect_garbage(self._db, self._store, self._policy)
+        quota = self.cache_quota_bytes
+        self.last_gc = collect_garbage(self._db, self._store, self._policy, cache_quota_bytes=quota)
         return self.last_gc.storage

@@ -41,7 +41,8 @@ def gc_command(database_url: str | None, storage_url: str | None, dry_run: bool,
     store = open_blob_store(storage_url or config.storage_url(paths))
     try:
         db.migrate()
-        report = collect_garbage(db, store, BlobPolicy.from_env(os.environ), dry_run=dry_run)
+        policy, quota = BlobPolicy.from_env(os.environ), config.cache_quota_bytes()
+        report = collect_garbage(db, store, policy, dry_run=dry_run, cache_quota_bytes=quota)
     finally:
         store.close()
         db.dispose()
@@ -59,7 +60,12 @@ def gc_command(database_url: str | None, storage_url: str | None, dry_run: bool,
         where = (
             f"run {entry['run_id']} job {entry['job']}" if entry["kind"] == "artifact" else entry["tenant"]
         )
-        click.echo(f"  {entry['kind']} {entry['name']} ({where}), expired at {entry['expires_at']}")
+        why = (
+            "evicted: its repository's caches are over KILN_CACHE_QUOTA, and it was used least recently"
+            if entry["reason"] == "quota"
+            else f"expired at {entry['expires_at']}"
+        )
+        click.echo(f"  {entry['kind']} {entry['name']} ({where}), {why}")
     click.echo(
         f"storage: {storage['sessions_aborted']} upload sessions ended, {storage['uploads_aborted']} "
         f"uploads aborted, {storage['blobs_deleted']} blobs deleted ({format_size(storage['bytes_freed'])} "

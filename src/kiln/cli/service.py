@@ -144,12 +144,14 @@ def server_command(
                 written,
                 extra={"action": "admin_token_created", "path": str(written)},
             )
+    collector = GarbageCollector(plane.db, plane.blobs, plane.blob_policy)
+    collector.cache_quota_bytes = config.cache_quota_bytes()
     stop = threading.Event()
     _wait_for_signal(stop)
     with (
         BackgroundServer(create_app(plane), host, port, log_level="info", own_logging=False) as server,
         # Retention first (it releases expired artifacts' and caches' blobs), then storage garbage.
-        JanitorLoop(plane.scheduler, storage=GarbageCollector(plane.db, plane.blobs, plane.blob_policy)),
+        JanitorLoop(plane.scheduler, storage=collector),
     ):
         log.info(
             "kiln server listening on %s",

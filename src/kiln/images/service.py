@@ -34,7 +34,7 @@ from kiln.errors import Conflict, IntegrityError, NotFound, StorageUnavailable
 from kiln.images import wire
 from kiln.images.capture import LayerBlob
 from kiln.images.store import Claim, LayerRecord, publish_body, record_of
-from kiln.metadata import attempts, entries, jobs, leases, runs
+from kiln.metadata import attempts, entries, jobs, leases, runs, uploads
 from kiln.metadata.db import Database
 from kiln.metadata.entries import EntryRecord
 from kiln.scheduler.attempt_states import AttemptState
@@ -220,6 +220,13 @@ class LayerService:
             ) from exc
         if stored != body.size_bytes:
             raise IntegrityError(f"blob {body.digest} holds {stored} bytes, not {body.size_bytes}")
+        # A runner's layer must be bytes its tenant uploaded or proved: a digest learned elsewhere
+        # must not become a layer that opens another tenant's blob. (A local build, without an
+        # attempt, wrote the blob itself through the plane's own store.)
+        if scope.attempt_id is not None and not uploads.attempt_holds(session, scope.attempt_id, body.digest):
+            raise Conflict(
+                f"blob {body.digest} of layer claim {entry_id} was not uploaded (or proven) by this tenant"
+            )
         entries.mark_uploading(session, entry_id, digest=body.digest, size_bytes=body.size_bytes)
         meta = {
             **body.meta,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ __all__ = [
     "CommitResult",
     "EntryRecord",
     "commit",
+    "evict_over_quota",
     "expire_due",
     "fail",
     "find_committed",
@@ -339,6 +340,43 @@ def expire_due(session: Session, *, now: datetime, limit: int = 1000) -> list[En
     ).all()
     set_status(session, [row.id for row, _ in due], EXPIRED, reason="retention")
     return [_record(row, tenant) for row, tenant in due]
+
+
+def evict_over_quota(
+    session: Session, *, kind: str, quota_bytes: int, now: datetime, limit: int = 1000
+) -> list[EntryRecord]:
+    """Expire the least recently used committed entries of ``kind`` beyond each repository's quota.
+
+    Per (tenant, repository), entries are ranked by their last use (a restore, else their commit),
+    newest first; those whose running total of bytes passes ``quota_bytes`` are expired, as if
+    their retention had ended: what was used last stays. Entries already past their retention are
+    left to :func:`expire_due`. Returns the expired entries (at most ``limit``).
+    """
+    last_use = func.coalesce(Entry.last_used_at, Entry.committed_at)
+    running = (
+        func.sum(func.coalesce(Entry.size_bytes, 0))
+        .over(
+            partition_by=(Entry.tenant_id, Entry.repo),
+            order_by=(last_use.desc(), Entry.id.desc()),
+            rows=(None, 0),
+        )
+        .label("running")
+    )
+    ranked = (
+        select(Entry.id, running)
+        .where(
+            Entry.kind == kind,
+            Entry.status == COMMITTED,
+            or_(Entry.expires_at.is_(None), Entry.expires_at > now),
+        )
+        .subquery()
+    )
+    over = session.scalars(select(ranked.c.id).where(ranked.c.running > quota_bytes).limit(limit)).all()
+    if not over:
+        return []
+    rows = session.execute(_select().where(Entry.id.in_(over))).all()
+    set_status(session, over, EXPIRED, reason="quota")
+    return [_record(row, tenant) for row, tenant in rows]
 
 
 def referenced_digests(session: Session) -> set[str]:

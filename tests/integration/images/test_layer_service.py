@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fixtures.uploads import upload_as
 
 from kiln.errors import LeaseLost, NotFound
 from kiln.images import wire
@@ -33,10 +34,10 @@ def plane(database_url: str, tmp_path: Path) -> Iterator[tuple[Scheduler, LayerS
 
 
 def _attempt(
-    scheduler: Scheduler, *, ref: str = "main", event: str = "push", fork: bool = False
+    scheduler: Scheduler, *, ref: str = "main", event: str = "push", fork: bool = False, tenant: str = "acme"
 ) -> tuple[str, str]:
     ctx = RunContext(
-        tenant="acme", repo="app", ref=ref, event=event, is_fork=fork, base_ref="main" if fork else None
+        tenant=tenant, repo="app", ref=ref, event=event, is_fork=fork, base_ref="main" if fork else None
     )
     run = scheduler.submit_run(
         ctx,
@@ -60,7 +61,7 @@ def _publish(svc: LayerService, attempt: tuple[str, str], entry_id: str, data: b
     from kiln.images.oci import LAYER_ZSTD, digest_of
 
     digest = digest_of(data)
-    svc._blobs.put(digest, data, len(data))
+    upload_as(svc._db, svc._blobs, *attempt, data)  # as the runner: through the tenant's upload session
     body = wire.PublishIn(
         diff_id=digest, digest=digest, size_bytes=len(data), unpacked_bytes=len(data), media_type=LAYER_ZSTD
     )
@@ -126,3 +127,22 @@ def test_layer_calls_need_the_attempts_lease(plane: tuple[Scheduler, LayerServic
     claimed = _claim(svc, _attempt(scheduler))
     with pytest.raises(NotFound), svc.attempt_scope(*other) as (session, scope):
         svc.abandon(session, scope, claimed.entry_id or "", "not mine")
+
+
+def test_a_layer_cannot_name_a_blob_its_tenant_never_uploaded(plane: tuple[Scheduler, LayerService]) -> None:
+    """Knowing another tenant's layer digest is not enough to publish it as one's own (then pull it)."""
+    from kiln.errors import Conflict
+    from kiln.images.oci import LAYER_ZSTD, digest_of
+
+    scheduler, svc = plane
+    upload_as(svc._db, svc._blobs, *_attempt(scheduler, tenant="globex"), BLOB)
+    ours = _attempt(scheduler)
+    claim = _claim(svc, ours)
+    assert claim.entry_id is not None
+    digest = digest_of(BLOB)
+    body = wire.PublishIn(
+        diff_id=digest, digest=digest, size_bytes=len(BLOB), unpacked_bytes=len(BLOB), media_type=LAYER_ZSTD
+    )
+    with pytest.raises(Conflict, match="not uploaded"), svc.attempt_scope(*ours) as (session, scope):
+        svc.publish(session, scope, claim.entry_id, body)
+    assert _lookup(svc, _attempt(scheduler)) == {}
