@@ -132,14 +132,14 @@ jobs:
 
 
 def test_a_failed_artifact_fails_the_job_that_needs_it_and_skips_the_rest(
-    file_kiln: ArtifactKiln, project
+    kiln: ArtifactKiln, project
 ) -> None:
-    run_id = file_kiln.submit(project({"kiln.yml": NO_FILES}))
-    summary = file_kiln.finish(run_id)
+    run_id = kiln.submit(project({"kiln.yml": NO_FILES}))
+    summary = kiln.finish(run_id)
     assert [job["status"] for job in summary["jobs"]] == ["success", "failed", "skipped"]
     build = _job(summary, "build")
     assert [(a["name"], a["state"]) for a in build["artifacts"]] == [("dist", "failed"), ("extra", "failed")]
-    log = file_kiln.log(run_id)
+    log = kiln.log(run_id)
     assert "warning: artifact dist: no files matched dist/**" in log
     assert "artifact extra" not in log.replace("artifact `extra`", "")  # ignore: not a word
     error = _job(summary, "test")["error"]
@@ -174,16 +174,16 @@ jobs:
 """
 
 
-def test_an_expired_artifact_fails_the_job_that_needs_it(file_kiln: ArtifactKiln, project) -> None:
-    run_id = file_kiln.submit(project({"kiln.yml": EXPIRING}))
-    assert file_kiln.step(run_id).status == "success"  # type: ignore[union-attr]
+def test_an_expired_artifact_fails_the_job_that_needs_it(kiln: ArtifactKiln, project) -> None:
+    run_id = kiln.submit(project({"kiln.yml": EXPIRING}))
+    assert kiln.step(run_id).status == "success"  # type: ignore[union-attr]
     time.sleep(1.5)  # the retention runs out; no janitor has run
-    summary = file_kiln.finish(run_id)
+    summary = kiln.finish(run_id)
     assert [job["status"] for job in summary["jobs"]] == ["success", "failed", "skipped"]
     error = _job(summary, "test")["error"]
     assert error.startswith("artifact `out` of job `build` is expired (its retention ended at ")
     assert error.endswith("; job `test` needs it")
-    assert file_kiln.client.list_artifacts(run_id) == []
+    assert kiln.client.list_artifacts(run_id) == []
 
 
 WHEN = """

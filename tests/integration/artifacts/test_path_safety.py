@@ -1,6 +1,7 @@
 """A lying producer: a crafted artifact archive (traversal, a link out) is refused by the job that needs it.
 
 The crafted archive goes through the same API a runner uses (reserve, upload by grants, finalize),
+on the file store and on SeaweedFS,
 as a compromised runner could; the job that needs it runs for real and must refuse it whole.
 """
 
@@ -77,9 +78,8 @@ def _crafted(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> tuple[
 
 @pytest.mark.parametrize("case", list(CRAFTED))
 def test_a_crafted_artifact_is_refused_and_nothing_escapes(
-    file_kiln: ArtifactKiln, project, tmp_path: Path, case: str
+    kiln: ArtifactKiln, project, tmp_path: Path, case: str
 ) -> None:
-    kiln = file_kiln
     run_id = kiln.submit(project({"kiln.yml": WORKFLOW}))
     lease = kiln.client.lease("liar", run_id)
     assert lease is not None and lease.job_name == "build"
