@@ -13,4 +13,4 @@ echo "== import layering" >&2
 echo "== tests" >&2
 # A test whose service (PostgreSQL, SeaweedFS) or kernel feature is missing fails here, never skips.
 export KILN_REQUIRE_SERVICES=1
-.venv/bin/pytest -q -rs -p no:cacheprovider "$@"
+.venv/bin/pytest -q -rs -p no:cacheprovider --durations=15 "$@"
