@@ -88,7 +88,7 @@ def expire_entries(
         Every entry expired (or that would be): retention first, oldest first; then evictions.
     """
     passes: list[tuple[str, Callable[[Session], list[entries.EntryRecord]]]] = [
-        ("retention", lambda session: entries.expire_due(session, now=now, limit=batch))
+        ("retention", partial(entries.expire_due, now=now, limit=batch))
     ]
     if cache_quota_bytes is not None:
         # Entries past their retention are not counted against the quota (the first pass takes them).

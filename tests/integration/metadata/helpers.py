@@ -70,20 +70,18 @@ def complete(
 
 
 def reserve_entry(db: Database, identity: str, *, at: datetime, **extra: Any) -> str:
-    """Reserve a cache entry of tenant ``acme`` (``pip``, key ``k1``) with ``identity``; return its id."""
+    """Reserve a cache entry of tenant ``acme`` (repo ``web``, ``pip``, key ``k1`` unless ``extra``
+    says otherwise) with ``identity``; return its id."""
+    fields = {
+        "repo": "web",
+        "scope": "refs/heads/main",
+        "kind": "cache",
+        "name": "pip",
+        "key": "k1",
+        "trust_tier": "protected",
+        **extra,
+    }
     with db.session() as s:
         get_or_create_tenant(s, "acme")
-        entry = entries.reserve(
-            s,
-            tenant="acme",
-            repo="web",
-            scope="refs/heads/main",
-            kind="cache",
-            name="pip",
-            key="k1",
-            identity=identity,
-            trust_tier="protected",
-            at=at,
-            **extra,
-        )
+        entry = entries.reserve(s, tenant="acme", identity=identity, at=at, **fields)
     return entry.entry_id

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
+
+from tests.integration.metadata.helpers import reserve_entry
 
 from kiln.artifacts.retention import expire_entries
 from kiln.metadata import entries
 from kiln.metadata.db import Database
-from kiln.metadata.runs import get_or_create_tenant
 
 AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 MB = 1 << 20
@@ -16,18 +18,17 @@ MB = 1 << 20
 def _cache(db: Database, name: str, *, repo: str = "web", size: int, used_minutes_ago: int | None,
            kind: str = "cache", retention: timedelta = timedelta(days=7)) -> str:  # fmt: skip
     """A committed entry of ``size`` bytes, committed an hour ago and restored some minutes ago."""
+    committed_at = AT - timedelta(hours=1)
+    entry_id = reserve_entry(
+        db, f"{repo}/{name}", at=committed_at, repo=repo, kind=kind, name=name, key=name,
+        scope="branch:main", expires_at=AT + retention,
+    )  # fmt: skip
+    digest = "sha256:" + hashlib.sha256(f"{repo}/{name}".encode()).hexdigest()
     with db.session() as s:
-        get_or_create_tenant(s, "acme")
-        entry = entries.reserve(
-            s, tenant="acme", repo=repo, scope="branch:main", kind=kind, name=name, key=name,
-            identity=f"{repo}/{name}", trust_tier="protected", at=AT - timedelta(hours=1),
-            expires_at=AT + retention,
-        )  # fmt: skip
-        digest = "sha256:" + f"{abs(hash((repo, name))):x}".rjust(64, "0")[:64]
-        entries.commit(s, entry.entry_id, digest=digest, size_bytes=size, at=AT - timedelta(hours=1))
+        entries.commit(s, entry_id, digest=digest, size_bytes=size, at=committed_at)
         if used_minutes_ago is not None:
-            entries.touch(s, entry.entry_id, at=AT - timedelta(minutes=used_minutes_ago))
-    return entry.entry_id
+            entries.touch(s, entry_id, at=AT - timedelta(minutes=used_minutes_ago))
+    return entry_id
 
 
 def _status(db: Database, entry_id: str) -> str:
